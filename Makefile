@@ -1,0 +1,48 @@
+# Two commands do everything on a fresh machine (see README.md):
+#   make demo   - embedded FTPS + SFTP servers, the example DAG through Airflow, the upload records
+#   make test   - the whole test suite (unit, contract, security, interop, airflow, ui tiers)
+# Fast tiers alone: make test-fast
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast system-deps venv lint typecheck bench bench-smoke clean constraints
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages the interop, UI and benchmark tiers use (vsftpd, OpenSSH, chromium, lftp, curl).
+# Installed when running as root with apt; otherwise those tiers skip locally (never under CI=true).
+system-deps:
+	bash scripts/install-system-deps.sh
+
+demo: $(STAMP)
+	$(PY) -m airflow_secure_transfer.demo
+
+test: $(STAMP) system-deps
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -m "not interop and not slow and not airflow and not ui" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check airflow_secure_transfer tests example_dags bench
+	$(VENV)/bin/mypy
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy
+
+# Regenerate the pinned versions from the current venv (after changing dependencies).
+constraints: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts .demo

@@ -1,0 +1,1 @@
+"""Protocol-agnostic transfer core. Imports nothing from Airflow."""

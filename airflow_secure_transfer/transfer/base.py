@@ -1,0 +1,132 @@
+"""The interface every transport implements, and the records the engine returns.
+
+A transport (``FTPSClient``, ``SFTPClient``) is a *connected* client of one
+server. It is used from one thread at a time; the engine opens several for
+parallel work. Paths given to it are absolute POSIX paths already checked by
+:func:`airflow_secure_transfer.transfer.paths.resolve_remote`.
+
+Every method is bounded by the connection's ``conn_timeout`` and raises only
+:mod:`airflow_secure_transfer.exceptions` classes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+#: Called with the number of bytes just moved (not a running total).
+ProgressCallback = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteEntry:
+    """One remote file or directory as reported by the server."""
+
+    path: str
+    is_dir: bool
+    size: int | None = None
+    mtime: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Checksum:
+    """A digest computed by the server (``HASH``/``XSHA256``, SFTP ``check-file``)."""
+
+    #: hashlib name: ``sha256``, ``sha512``, ``sha1``, ``md5``.
+    algorithm: str
+    hexdigest: str
+
+
+@runtime_checkable
+class RemoteFS(Protocol):
+    """A connected client of one remote file server."""
+
+    #: URI scheme of the protocol: ``"ftps"`` or ``"sftp"``.
+    scheme: str
+
+    def stat(self, path: str) -> RemoteEntry | None:
+        """Return the entry at *path*, or ``None`` when nothing is there."""
+
+    def listdir(self, path: str) -> list[RemoteEntry]:
+        """List the directory *path* (without ``.`` and ``..``)."""
+
+    def makedirs(self, path: str) -> None:
+        """Create directory *path* and any missing parents; an existing one is fine."""
+
+    def write_from(
+        self,
+        path: str,
+        source: IO[bytes],
+        *,
+        offset: int = 0,
+        progress: ProgressCallback | None = None,
+    ) -> int:
+        """Write *source* (read to its end) into *path* starting at byte *offset*.
+
+        ``offset == 0`` creates or truncates the file; a larger offset resumes an
+        existing file of exactly that size. Returns the number of bytes written.
+        """
+
+    def read_to(
+        self,
+        path: str,
+        sink: IO[bytes],
+        *,
+        offset: int = 0,
+        progress: ProgressCallback | None = None,
+    ) -> int:
+        """Copy *path* from byte *offset* to its end into *sink*; return the bytes read."""
+
+    def rename(self, source: str, target: str) -> None:
+        """Rename *source* to *target*, replacing *target* if it exists."""
+
+    def remove(self, path: str) -> None:
+        """Delete the file *path*; a missing file raises ``RemotePathError``."""
+
+    def checksum(self, path: str) -> Checksum | None:
+        """Return a server-computed digest of *path*, or ``None`` if the server has none."""
+
+    def close(self) -> None:
+        """Close the connection; safe to call twice."""
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class TransferRecord:
+    """What happened to one file; the operator returns a list of these as dicts (XCom)."""
+
+    local_path: str
+    remote_path: str
+    bytes: int
+    sha256: str
+    seconds: float
+    resumed: bool
+    skipped: bool
+    verified: bool
+
+    def as_dict(self) -> dict[str, object]:
+        """Return a JSON-serialisable dict (no secrets: paths, sizes and digests only)."""
+        return {
+            "local_path": self.local_path,
+            "remote_path": self.remote_path,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "seconds": round(self.seconds, 3),
+            "resumed": self.resumed,
+            "skipped": self.skipped,
+            "verified": self.verified,
+        }
