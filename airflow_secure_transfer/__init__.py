@@ -153,6 +153,7 @@ def get_provider_info() -> dict[str, Any]:
         "operators": [
             {"integration-name": "Secure FTPS", "python-modules": ["airflow_secure_transfer.operators.upload"]},
         ],
+        "cli": ["airflow_secure_transfer.cli.airflow_cli.get_cli_commands"],
         "connection-types": [
             {
                 "connection-type": "secure_ftps",

@@ -220,23 +220,27 @@ def parse_number(key: str, value: Any, *, minimum: float, maximum: float) -> flo
     return number
 
 
-def read_pem_or_path(key: str, value: str | None, *, what: str) -> str | None:
-    """Return PEM text given either inline or as a path to a readable file."""
+def read_pem_or_path(key: str, value: str | None, *, what: str, secret: bool = False) -> str | None:
+    """Return PEM text given either inline or as a path to a readable file.
+
+    :param secret: the value may be key material: never repeat it in a message.
+    """
     if value is None:
         return None
     if "-----BEGIN " in value:
         return value if value.endswith("\n") else value + "\n"
+    shown = "the value" if secret else repr(value)
     path = Path(os.path.expanduser(value))
     if not path.is_file():
         raise ConfigurationError(
-            f"extra {key!r} is neither PEM text (-----BEGIN ...) nor a readable file: {value!r} does not exist"
+            f"extra {key!r} is neither PEM text (-----BEGIN ...) nor a readable file: {shown} does not exist"
         )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigurationError(f"extra {key!r}: cannot read {what} from {value!r}: {exc}") from exc
+        raise ConfigurationError(f"extra {key!r}: cannot read {what} from {shown}: {type(exc).__name__}") from None
     if "-----BEGIN " not in text:
-        raise ConfigurationError(f"extra {key!r}: {value!r} does not contain PEM data ({what})")
+        raise ConfigurationError(f"extra {key!r}: {shown} does not contain PEM data ({what})")
     return text
 
 
@@ -411,7 +415,7 @@ def parse_ftps_settings(
     except LookupError:
         raise ConfigurationError(f"extra 'encoding': unknown encoding {encoding!r}") from None
     client_cert = read_pem_or_path("client_cert", ex.string("client_cert"), what="client certificate")
-    client_key = read_pem_or_path("client_key", ex.string("client_key"), what="client key")
+    client_key = read_pem_or_path("client_key", ex.string("client_key"), what="client key", secret=True)
     if client_key and not client_cert:
         raise ConfigurationError("extra 'client_key' is set without 'client_cert'")
     settings = FTPSSettings(
