@@ -16,65 +16,99 @@ DISTRIBUTION_NAME = "airflow-provider-secure-transfer"
 _OPTIONAL_STRING: dict[str, Any] = {"type": ["string", "null"]}
 
 #: Connection form fields (Airflow 3.2+ reads these statically). Names are the extras' keys.
+#: A null option in an enum renders as the word "null" in the 3.3 form: keep it only where "no value" is a
+#: real choice, and then label it in values_display.
 FTPS_CONN_FIELDS: dict[str, dict[str, Any]] = {
     "tls_mode": {
         "label": "TLS mode",
-        "description": "explicit: AUTH TLS on the control port (usually 21). "
-        "implicit: TLS from the first byte (usually 990). Plain FTP is not possible.",
-        "schema": {"type": ["string", "null"], "enum": ["explicit", "implicit", None], "default": "explicit"},
+        "description": "How the server starts TLS; ask the partner. Explicit (the default): AUTH TLS on the "
+        "FTP port (usually 21). Implicit: TLS from the first byte (usually 990). Plain FTP is never used.",
+        # No None in the enum: a cleared select then shows the placeholder instead of the word "null"
+        # (the type stays nullable so the field is not required; empty means explicit).
+        "schema": {
+            "type": ["string", "null"],
+            "enum": ["explicit", "implicit"],
+            "default": "explicit",
+            "values_display": {
+                "explicit": "Explicit (AUTH TLS, usually port 21)",
+                "implicit": "Implicit (TLS from the first byte, usually port 990)",
+            },
+        },
     },
     "ca_bundle": {
-        "label": "CA bundle (PEM)",
-        "description": "PEM text of the CA certificate(s) that issued the server's certificate, or a path "
-        "to a PEM file on the workers. Empty: the system trust store.",
+        "label": "CA certificate (PEM)",
+        "description": "The certificate of the CA that issued the server's certificate, pasted as PEM text "
+        "(-----BEGIN CERTIFICATE-----...; several allowed), or the path of a PEM file on the workers. "
+        "Leave empty when a public CA issued it (the system's trust store is used).",
         "schema": {"type": ["string", "null"], "format": "multiline"},
     },
     "cert_fingerprint": {
-        "label": "Certificate fingerprint (SHA-256)",
-        "description": "Pins the server's certificate, e.g. for a self-signed server: its SHA-256 "
-        "fingerprint in hex (colons and a 'sha256:' prefix optional; several separated by commas). "
-        "Get it with 'airflow-secure-transfer fingerprint HOST:PORT --protocol ftps' and compare it with "
-        "the one the server's operator gives you.",
+        "label": "Certificate fingerprint",
+        "description": "Optional pin, e.g. for a self-signed server: the SHA-256 fingerprint of the server's "
+        "certificate in hex (colons and a 'sha256:' prefix allowed; several separated by commas while a "
+        "certificate is being renewed). Without a CA certificate the pin alone decides; with one, both must "
+        "match. Get it with 'airflow-secure-transfer fingerprint HOST:PORT --protocol ftps' and confirm it "
+        "with the server's operator.",
         "schema": _OPTIONAL_STRING,
     },
     "client_cert": {
         "label": "Client certificate (PEM)",
-        "description": "For servers that require mutual TLS: the client certificate as PEM text or a path.",
+        "description": "Only for servers that require a client certificate (mutual TLS): PEM text or the "
+        "path of a PEM file on the workers.",
         "schema": {"type": ["string", "null"], "format": "multiline"},
     },
     "client_key": {
-        "label": "Client private key (PEM)",
-        "description": "The private key of the client certificate, as PEM text or a path.",
+        "label": "Client certificate key (PEM)",
+        "description": "The private key of the client certificate: PEM text (masked here; it may be pasted "
+        "on one line) or the path of a PEM file on the workers.",
         "schema": {"type": ["string", "null"], "format": "password"},
     },
     "min_tls_version": {
         "label": "Minimum TLS version",
-        "description": "TLSv1.2 (default) or TLSv1.3. Older versions are refused.",
-        "schema": {"type": ["string", "null"], "enum": ["TLSv1.2", "TLSv1.3", None], "default": "TLSv1.2"},
+        "description": "The oldest TLS version accepted. Empty: TLS 1.2. TLS 1.0 and 1.1 are never accepted.",
+        "schema": {
+            "type": ["string", "null"],
+            "enum": ["TLSv1.2", "TLSv1.3"],
+            "default": "TLSv1.2",
+            "values_display": {"TLSv1.2": "TLS 1.2", "TLSv1.3": "TLS 1.3"},
+        },
     },
     "max_tls_version": {
         "label": "Maximum TLS version",
-        "description": "Empty: the newest both sides support.",
-        "schema": {"type": ["string", "null"], "enum": ["TLSv1.2", "TLSv1.3", None]},
+        "description": "Only to work around a server that misbehaves with TLS 1.3.",
+        # Here "no limit" is a real choice, so it stays in the enum, with a readable label.
+        "schema": {
+            "type": ["string", "null"],
+            "enum": [None, "TLSv1.2", "TLSv1.3"],
+            "values_display": {
+                "null": "No limit (the newest both sides support)",
+                "TLSv1.2": "TLS 1.2",
+                "TLSv1.3": "TLS 1.3",
+            },
+        },
     },
     "conn_timeout": {
         "label": "Timeout (seconds)",
-        "description": "Limit for connecting and for every read or write on the network.",
+        "description": "Limit for connecting and for each network read or write: a stalled server fails the "
+        "task instead of hanging it.",
         "schema": {"type": ["number", "null"], "default": 30, "minimum": 0.1},
     },
     "encoding": {
-        "label": "Control channel encoding",
-        "description": "Encoding of file names on the control connection.",
+        "label": "File name encoding",
+        "description": "Encoding of file and directory names on the server: utf-8 for almost every server, "
+        "latin-1 for some old ones.",
         "schema": {"type": ["string", "null"], "default": "utf-8"},
     },
     "max_connections": {
-        "label": "Maximum connections",
-        "description": "Most connections a transfer may open to this server at once.",
+        "label": "Parallel connections",
+        "description": "At most this many connections to this server at once during a transfer "
+        "(1 for a server that allows one session per user).",
         "schema": {"type": ["integer", "null"], "default": 4, "minimum": 1, "maximum": 64},
     },
     "remote_root": {
         "label": "Remote root directory",
-        "description": "Optional: an absolute directory outside which no remote path may resolve.",
+        "description": "Optional safety net: an absolute directory on the server (e.g. /inbox); any remote "
+        "path that resolves outside it is refused.",
         "schema": _OPTIONAL_STRING,
     },
 }
@@ -82,25 +116,28 @@ FTPS_CONN_FIELDS: dict[str, dict[str, Any]] = {
 SFTP_CONN_FIELDS: dict[str, dict[str, Any]] = {
     "host_key": {
         "label": "Host key (pin)",
-        "description": "The server's public host key(s), one per line, e.g. 'ssh-ed25519 AAAA...'. "
-        "Get it with 'airflow-secure-transfer fingerprint HOST:PORT --protocol sftp' and compare its "
-        "fingerprint with the one the server's operator gives you. Required unless known_hosts is set.",
+        "description": "The server's public host key, e.g. 'ssh-ed25519 AAAA...'; one per line (several "
+        "while the server rotates its key). Get it with 'airflow-secure-transfer fingerprint HOST:PORT "
+        "--protocol sftp' and confirm its SHA256 fingerprint with the server's operator. Required unless "
+        "Known hosts is set.",
         "schema": {"type": ["string", "null"], "format": "multiline"},
     },
     "known_hosts": {
-        "label": "known_hosts",
-        "description": "known_hosts text, or the path of a known_hosts file on the workers. "
-        "Required unless a host key is pinned.",
+        "label": "Known hosts",
+        "description": "Instead of a pinned host key: known_hosts lines (OpenSSH format) or the path of a "
+        "known_hosts file on the workers. Required unless a host key is pinned.",
         "schema": {"type": ["string", "null"], "format": "multiline"},
     },
     "key_file": {
-        "label": "Private key file",
-        "description": "Path of the client's private key file on the workers.",
+        "label": "Private key file (path)",
+        "description": "Path of the client's private key on the workers. Set this or Private key (text), "
+        "not both; leave both empty to log in with the password.",
         "schema": _OPTIONAL_STRING,
     },
     "private_key": {
         "label": "Private key (text)",
-        "description": "The client's private key as text (-----BEGIN OPENSSH PRIVATE KEY-----...).",
+        "description": "The client's private key, pasted whole (-----BEGIN OPENSSH PRIVATE KEY----- ... "
+        "-----END OPENSSH PRIVATE KEY-----); masked here, and it may be pasted on one line.",
         "schema": {"type": ["string", "null"], "format": "password"},
     },
     "private_key_passphrase": {
@@ -110,17 +147,20 @@ SFTP_CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
     "conn_timeout": {
         "label": "Timeout (seconds)",
-        "description": "Limit for connecting, authenticating and every SFTP request.",
+        "description": "Limit for connecting, logging in and each SFTP request: a stalled server fails the "
+        "task instead of hanging it.",
         "schema": {"type": ["number", "null"], "default": 30, "minimum": 0.1},
     },
     "max_connections": {
-        "label": "Maximum connections",
-        "description": "Most SSH connections a transfer may open to this server at once.",
+        "label": "Parallel connections",
+        "description": "At most this many SSH connections to this server at once during a transfer "
+        "(1 for a server that allows one session per user).",
         "schema": {"type": ["integer", "null"], "default": 4, "minimum": 1, "maximum": 64},
     },
     "remote_root": {
         "label": "Remote root directory",
-        "description": "Optional: an absolute directory outside which no remote path may resolve.",
+        "description": "Optional safety net: an absolute directory on the server (e.g. /inbox); any remote "
+        "path that resolves outside it is refused.",
         "schema": _OPTIONAL_STRING,
     },
 }

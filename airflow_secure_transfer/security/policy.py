@@ -28,6 +28,7 @@ import codecs
 import enum
 import os
 import re
+import textwrap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,6 +221,29 @@ def parse_number(key: str, value: Any, *, minimum: float, maximum: float) -> flo
     return number
 
 
+_ARMORED_BLOCK = re.compile(r"(-----BEGIN [A-Z0-9 ]+-----)(.*?)(-----END [A-Z0-9 ]+-----)", re.S)
+
+
+def restore_armored_newlines(text: str) -> str:
+    """Give back the line breaks of PEM / OpenSSH blocks pasted into a single-line field.
+
+    The Airflow UI's masked fields (``format: password``) are ``<input>`` elements: a browser turns the
+    line breaks of a pasted key into spaces (or drops them), leaving
+    ``-----BEGIN OPENSSH PRIVATE KEY----- b3Bl... -----END OPENSSH PRIVATE KEY-----``. A base64 body has
+    no spaces, so the body is re-joined and wrapped at 64 columns (PEM; OpenSSH readers accept any width).
+    Blocks with RFC 1421 headers (``Proc-Type:``, ``DEK-Info:``) are left as they are. A literal
+    ``\\n`` (as written in URIs and environment variables) also becomes a line break.
+    """
+
+    def fix(match: re.Match[str]) -> str:
+        body = match.group(2)
+        if ":" in body:
+            return match.group(0)
+        return "\n".join([match.group(1), *textwrap.wrap("".join(body.split()), 64), match.group(3)])
+
+    return _ARMORED_BLOCK.sub(fix, text.replace("\\n", "\n")).strip() + "\n"
+
+
 def read_pem_or_path(key: str, value: str | None, *, what: str, secret: bool = False) -> str | None:
     """Return PEM text given either inline or as a path to a readable file.
 
@@ -228,7 +252,7 @@ def read_pem_or_path(key: str, value: str | None, *, what: str, secret: bool = F
     if value is None:
         return None
     if "-----BEGIN " in value:
-        return value if value.endswith("\n") else value + "\n"
+        return restore_armored_newlines(value)
     shown = "the value" if secret else repr(value)
     path = Path(os.path.expanduser(value))
     if not path.is_file():
@@ -582,7 +606,7 @@ def parse_sftp_settings(
         known_hosts=known_hosts,
         known_hosts_source=known_hosts_source,
         key_file=os.path.expanduser(key_file) if key_file else None,
-        private_key=private_key.replace("\\n", "\n") if private_key else None,
+        private_key=restore_armored_newlines(private_key) if private_key else None,
         private_key_passphrase=ex.string("private_key_passphrase"),
         conn_timeout=timeout or legacy_timeout or DEFAULT_TIMEOUT,
         max_connections=ex.integer("max_connections", minimum=1, maximum=MAX_MAX_CONNECTIONS)

@@ -112,6 +112,17 @@ class HostileFTPServer:
     connections: int = 0
     #: MLSD lines to send (None: no MLST/MLSD offered).
     listing: list[str] | None = None
+    _idle: threading.Condition = field(default_factory=threading.Condition, repr=False)
+    _active: int = field(default=0, repr=False)
+
+    def wait_sessions_done(self, timeout: float = 10.0) -> None:
+        """Block until every control connection accepted so far has ended (its recording is complete).
+
+        Call it after the client has closed or failed, before asserting on what was recorded.
+        """
+        with self._idle:
+            if not self._idle.wait_for(lambda: self._active == 0, timeout=timeout):
+                raise TimeoutError(f"hostile server still has {self._active} session(s) after {timeout} s")
 
     def clear_text(self) -> str:
         """What arrived in clear, decoded leniently (for messages)."""
@@ -329,6 +340,8 @@ class _Runner:
             with self.lock:
                 self.info.connections += 1
                 self.sessions.append(session)
+            with self.info._idle:
+                self.info._active += 1
             t = threading.Thread(target=self._session, args=(session,), daemon=True, name="hostile-ftp-session")
             self.threads.append(t)
             t.start()
@@ -341,6 +354,9 @@ class _Runner:
         finally:
             with contextlib.suppress(OSError):
                 session.sock.close()
+            with self.info._idle:
+                self.info._active -= 1
+                self.info._idle.notify_all()
 
 
 @contextlib.contextmanager

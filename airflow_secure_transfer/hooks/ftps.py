@@ -1,0 +1,255 @@
+"""``SecureFTPSHook``: an Airflow connection -> validated settings -> a verified FTPS client.
+
+The hook is thin: :func:`~airflow_secure_transfer.security.policy.parse_ftps_settings`
+decides what a connection may say, :class:`~airflow_secure_transfer.transfer.ftps.FTPSClient`
+does the protocol. It accepts connections of type ``secure_ftps`` and of the stock
+``ftp`` type (always upgraded to TLS: explicit ``AUTH TLS`` unless ``tls_mode``
+says implicit), so existing connections migrate without re-entering credentials.
+
+``ftplib``, ``ssl`` and the client are imported only when a connection is
+opened, so importing this module (DAG parsing, the providers manager) stays light.
+The constructor does no network or database I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import uuid
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+from airflow_secure_transfer.exceptions import IntegrityError, LocalPathError, RemotePathError, SecureTransferError
+from airflow_secure_transfer.security.policy import parse_ftps_settings
+from airflow_secure_transfer.transfer.paths import resolve_remote
+
+if TYPE_CHECKING:
+    from airflow_secure_transfer.security.policy import FTPSSettings
+    from airflow_secure_transfer.transfer.base import TransferRecord
+    from airflow_secure_transfer.transfer.ftps import FTPSClient
+
+__all__ = ["SecureFTPSHook"]
+
+
+def _mask(secret: str | None) -> None:
+    """Register *secret* with Airflow's log masker (task logs and the supervisor's)."""
+    if not secret:
+        return
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(secret)
+
+
+class SecureFTPSHook(BaseHook):
+    """Interact with an FTPS server that is verified and never spoken to in clear.
+
+    :param ftps_conn_id: the connection (type ``secure_ftps`` or ``ftp``); read when first needed.
+    """
+
+    conn_name_attr = "ftps_conn_id"
+    default_conn_name = "secure_ftps_default"
+    conn_type = "secure_ftps"
+    hook_name = "Secure FTPS"
+
+    def __init__(self, ftps_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.ftps_conn_id = ftps_conn_id
+        self._settings: FTPSSettings | None = None
+        self._client: FTPSClient | None = None
+
+    # ------------------------------------------------------------------ connection
+
+    def get_settings(self) -> FTPSSettings:
+        """Read the connection and validate it (strictly) into :class:`FTPSSettings`; cached.
+
+        :raises ConfigurationError: unknown extra, malformed value, wrong connection type.
+        :raises SecurityPolicyError: a setting that would weaken security.
+        """
+        if self._settings is None:
+            conn = self.get_connection(self.ftps_conn_id)
+            _mask(conn.password)
+            extras = conn.extra_dejson
+            if isinstance(extras, dict):
+                client_key = extras.get("client_key")
+                if isinstance(client_key, str):
+                    _mask(client_key)
+            settings = parse_ftps_settings(
+                conn_type=conn.conn_type,
+                host=conn.host,
+                port=conn.port,
+                login=conn.login,
+                password=conn.password,
+                extras=extras,
+            )
+            _mask(settings.client_key)  # the key text, also when the extra was a path
+            self._settings = settings
+        return self._settings
+
+    def get_fs(self) -> FTPSClient:
+        """Open a new connected, logged-in client; the caller closes it (``with hook.get_fs() as fs:``)."""
+        from airflow_secure_transfer.transfer.ftps import FTPSClient
+
+        return FTPSClient(self.get_settings())
+
+    def get_conn(self) -> FTPSClient:
+        """Return the hook's own client (opened on first use, reused by the convenience methods)."""
+        client = self._client
+        if client is None or not client.usable:
+            if client is not None:
+                client.close()
+            client = self._client = self.get_fs()
+        return client
+
+    def close_conn(self) -> None:
+        """Close the hook's own client, if open."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def __enter__(self) -> SecureFTPSHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_conn()
+
+    def _remote(self, path: str) -> str:
+        settings = self.get_settings()
+        if path.startswith("/") or settings.remote_root:
+            return resolve_remote(path, settings.remote_root)
+        return resolve_remote(path, None, cwd=self.get_conn().home)
+
+    # ------------------------------------------------------------------ convenience (stock FTPHook names)
+
+    def store_file(
+        self,
+        remote_full_path: str,
+        local_full_path_or_buffer: str | os.PathLike[str] | IO[bytes],
+        *,
+        overwrite: str = "replace",
+    ) -> list[TransferRecord] | None:
+        """Upload a local file (or a binary buffer) to *remote_full_path*, atomically.
+
+        A path goes through the upload engine (temporary name, size check, rename;
+        one new connection). A buffer (which the engine does not take yet) is
+        written to a temporary name on the hook's connection, its size checked,
+        then renamed into place.
+        """
+        remote = self._remote(remote_full_path)
+        if isinstance(local_full_path_or_buffer, (str, os.PathLike)):
+            from airflow_secure_transfer.transfer.engine import upload
+
+            local = os.fspath(local_full_path_or_buffer)
+            if not Path(local).is_file():
+                raise LocalPathError(f"{local} is not a file", path=local)
+            return upload(
+                self.get_fs,
+                local,
+                remote,
+                overwrite=overwrite,
+                max_connections=1,
+                remote_root=self.get_settings().remote_root,
+            )
+        client = self.get_conn()
+        name = f".{posixpath.basename(remote)}.{uuid.uuid4().hex[:12]}.part"
+        partial = posixpath.join(posixpath.dirname(remote), name)
+        try:
+            written = client.write_from(partial, local_full_path_or_buffer)
+            landed = client.size(partial)
+            if landed != written:
+                raise IntegrityError(f"{partial}: the server has {landed} bytes, {written} were sent")
+            client.rename(partial, remote)
+        except SecureTransferError:
+            with contextlib.suppress(SecureTransferError):
+                client.remove(partial)
+            raise
+        return None
+
+    def retrieve_file(
+        self,
+        remote_full_path: str,
+        local_full_path_or_buffer: str | os.PathLike[str] | IO[bytes],
+    ) -> int:
+        """Download *remote_full_path* into a local file (written then renamed) or a binary buffer; return bytes."""
+        remote = self._remote(remote_full_path)
+        client = self.get_conn()
+        if not isinstance(local_full_path_or_buffer, (str, os.PathLike)):
+            return client.read_to(remote, local_full_path_or_buffer)
+        target = Path(local_full_path_or_buffer)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
+        try:
+            with open(partial, "wb") as sink:
+                count = client.read_to(remote, sink)
+            os.replace(partial, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+        return count
+
+    def list_directory(self, path: str) -> list[str]:
+        """Return the names in the remote directory *path* (without ``.``/``..``)."""
+        return sorted(posixpath.basename(e.path) for e in self.get_conn().listdir(self._remote(path)))
+
+    def create_directory(self, path: str) -> None:
+        """Create *path* and its missing parents."""
+        self.get_conn().makedirs(self._remote(path))
+
+    def delete_file(self, path: str) -> None:
+        """Delete the remote file *path*."""
+        self.get_conn().remove(self._remote(path))
+
+    def rename(self, from_name: str, to_name: str) -> None:
+        """Rename a remote file, replacing the target."""
+        self.get_conn().rename(self._remote(from_name), self._remote(to_name))
+
+    def get_size(self, path: str) -> int | None:
+        """Return the size of the remote file *path*, or None if it does not exist."""
+        return self.get_conn().size(self._remote(path))
+
+    # ------------------------------------------------------------------ UI
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Connect, log in, protect the data channel and list the login directory; say what happened.
+
+        :returns: ``(True, "Connected to host:port as LOGIN over TLSv1.3 (...); certificate SHA-256 ...")``
+            or ``(False, reason)`` with the real reason. Never a traceback, never a secret.
+        """
+        try:
+            settings = self.get_settings()
+        except SecureTransferError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # the UI shows the message, not a traceback
+            return False, f"cannot read connection {self.ftps_conn_id!r}: {type(exc).__name__}: {exc}"
+        where = f"{settings.host}:{settings.port}"
+        try:
+            from airflow_secure_transfer.transfer.ftps import FTPSClient
+
+            with FTPSClient(settings) as client:
+                info = client.tls_info
+                parts = [
+                    f"Connected to {where} as {settings.login or 'anonymous'} over {info.describe() if info else 'TLS'}"
+                ]
+                if settings.cert_fingerprints and not settings.ca_bundle:
+                    parts.append("trusted by pin (cert_fingerprint)")
+                try:
+                    entries = client.listdir(client.home)
+                except RemotePathError as exc:
+                    # Logged in and protected; only this directory is not listable (permissions).
+                    parts.append(f"login directory not listable ({exc})")
+                else:
+                    reused = client.ftp.last_data_session_reused
+                    parts.append(
+                        f"data channel: PROT P, TLS session {'resumed' if reused else 'not resumed'}, "
+                        f"{len(entries)} entries in {client.home}"
+                    )
+                parts.append(f"server checksums: {client.checksum_support or 'unavailable'}")
+            return True, "; ".join(parts)
+        except SecureTransferError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # the UI shows the message, not a traceback
+            text = str(exc)
+            if settings.password:
+                text = text.replace(settings.password, "***")
+            return False, f"{where}: unexpected {type(exc).__name__}: {text}"

@@ -1,0 +1,920 @@
+"""FTPS client (RFC 4217) implementing :class:`~airflow_secure_transfer.transfer.base.RemoteFS`.
+
+Built on :class:`ftplib.FTP_TLS` for the reply parsing only; everything that
+decides what goes on the wire is overridden here:
+
+* **Nothing in clear.** Explicit mode sends ``AUTH TLS`` as the first command and
+  stops (:class:`SecurityPolicyError`) unless the server answers ``234``;
+  implicit mode wraps the socket before the greeting. As a second line of
+  defence, :meth:`_FTPTLS.putline` refuses to write any line other than
+  ``AUTH TLS`` to a socket that is not TLS, so no code path (ours or an
+  ``ftplib`` method called on the object) can send ``USER``/``PASS`` in clear.
+* **Verified** with the context of :func:`~airflow_secure_transfer.security.tls.build_ssl_context`
+  (chain + host name, or an exact SHA-256 pin checked before anything is sent).
+* ``PBSZ 0`` + ``PROT P`` right after login, also for anonymous logins; a refusal
+  is an error (a server that will not protect the data channel gets no data).
+  ``CCC`` and ``PROT C`` are never sent (the methods raise).
+* **Data connections resume the control connection's TLS session**
+  (``session=self.sock.session``). Stock ``ftplib`` starts a fresh session, which
+  vsftpd (``require_ssl_reuse=YES``, its default) and FileZilla Server reject with
+  ``522 SSL connection failed: session reuse required``: the resumed session is
+  how they know the data connection comes from the client that logged in, not
+  from someone who raced to the passive port. Each data connection is wrapped by
+  the same context (so a pin is checked there too).
+* **Passive only**: ``EPSV``, falling back to ``PASV`` when refused; the address a
+  ``227`` reply names is ignored and the data connection goes to the control
+  connection's peer address (a hostile server could otherwise point the client at
+  another host: "FTP bounce" in reverse).
+* Every socket operation is bounded by ``conn_timeout``. Host and port live on the
+  instance (the stock hook's ``FTP_TLS.port = ...`` class attribute leaked into
+  later connections).
+* 1 MiB blocks on the data channel (the stock 8 KiB ``storbinary`` is about 40 %
+  slower against pyftpdlib).
+
+Rename semantics (``rename`` replaces the target): vsftpd and pyftpdlib implement
+``RNTO`` with POSIX ``rename(2)``, which atomically replaces an existing target.
+Servers that refuse to overwrite (IIS, some FileZilla Server versions) answer
+``550``/``553``; then the target is deleted and the rename retried. That fallback
+is **not atomic** (for a moment the target does not exist, and a concurrent reader
+may see it missing) and is logged as a warning.
+
+Errors are translated at this boundary (see :meth:`FTPSClient._ftp_error`):
+``530`` → :class:`AuthenticationError`; ``550``/``553``/``521`` → :class:`RemotePathError`
+(``.path`` set); ``552``/``452`` → :class:`RemoteStorageFullError`;
+``533``/``534``/``536`` → :class:`SecurityPolicyError`; certificate errors →
+:class:`VerificationError`; timeouts → :class:`TransferTimeout`; anything else →
+:class:`TransportError` (``retryable = False`` on an instance for other permanent ``5xx``).
+"""
+
+# ruff: noqa: S321  (bandit flags every ftplib call; this module is the FTPS client and never speaks plain FTP)
+
+from __future__ import annotations
+
+import calendar
+import contextlib
+import ftplib
+import logging
+import posixpath
+import re
+import socket
+import ssl
+from collections.abc import Iterator
+from typing import IO, TYPE_CHECKING, NoReturn
+
+from airflow_secure_transfer.exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    RemotePathError,
+    RemoteStorageFullError,
+    SecureTransferError,
+    SecurityPolicyError,
+    TransportError,
+    VerificationError,
+)
+from airflow_secure_transfer.security.policy import TLSMode
+from airflow_secure_transfer.security.tls import TLSInfo, build_ssl_context, classify_ssl_error, describe_tls
+from airflow_secure_transfer.transfer.base import Checksum, ProgressCallback, RemoteEntry
+from airflow_secure_transfer.transfer.paths import check_name
+
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Self
+
+    from airflow_secure_transfer.security.policy import FTPSSettings
+
+__all__ = ["BLOCK_SIZE", "FTPSClient"]
+
+log = logging.getLogger(__name__)
+
+#: Bytes per read/write on the data channel.
+BLOCK_SIZE = 1024 * 1024
+
+#: Server HASH algorithm names (draft-bryan-ftpext-hash) -> hashlib names, in order of preference.
+_HASH_ALGOS = {"SHA-256": "sha256", "SHA-512": "sha512", "SHA-1": "sha1", "MD5": "md5"}
+#: Legacy per-algorithm commands, in order of preference.
+_X_HASH_COMMANDS = (("XSHA256", "sha256"), ("XSHA512", "sha512"), ("XSHA1", "sha1"), ("XSHA", "sha1"), ("XMD5", "md5"))
+_HEX_LEN = {"sha256": 64, "sha512": 128, "sha1": 40, "md5": 32}
+
+_PATH_CODES = {"550", "553", "521", "551", "554"}
+_FULL_CODES = {"552", "452"}
+_POLICY_CODES = {"533", "534", "536"}
+
+# "drwxr-xr-x    2 1000     1000         4096 Nov 28 09:01 name" (vsftpd, most Unix servers)
+_UNIX_LIST_RE = re.compile(
+    r"^(?P<type>[-dlbcps])[-rwxsStTlL]{9}[.+@]?\s+\d+\s+\S+\s+\S+\s+(?P<size>\d+)\s+"
+    r"\w{3}\s+\d{1,2}\s+(?:\d{1,2}:\d{2}|\d{4})\s(?P<name>.+)$"
+)
+
+
+def _parse_mlsx_time(value: str) -> float | None:
+    """Parse an MLSx/MDTM timestamp ``YYYYMMDDHHMMSS[.sss]`` (UTC) to epoch seconds."""
+    match = re.fullmatch(r"(\d{4})(\d{2})(\d{2})(\d{2})(\d{2})(\d{2})(\.\d+)?", value.strip())
+    if not match:
+        return None
+    y, mo, d, h, mi, s = (int(g) for g in match.groups()[:6])
+    try:
+        seconds = calendar.timegm((y, mo, d, h, mi, s, 0, 0, 0))
+    except (ValueError, OverflowError):
+        return None
+    return seconds + (float(match.group(7)) if match.group(7) else 0.0)
+
+
+def _parse_facts(line: str) -> tuple[dict[str, str], str]:
+    """Split one MLSx line ``"type=file;size=3; name"`` into (facts, name)."""
+    facts_part, sep, name = line.partition(" ")
+    if not sep:
+        raise ftplib.error_proto(f"malformed MLSx line {line[:80]!r}")
+    facts: dict[str, str] = {}
+    for fact in facts_part.split(";"):
+        if "=" in fact:
+            key, _, value = fact.partition("=")
+            facts[key.strip().lower()] = value
+    return facts, name
+
+
+class _FTPTLS(ftplib.FTP_TLS):
+    """``ftplib.FTP_TLS`` that can only speak TLS; see the module docstring.
+
+    Every attribute is set on the instance: nothing here touches class state
+    (the stock Airflow hook's ``FTP_TLS.port = port`` leaked across connections).
+    """
+
+    def __init__(self, context: ssl.SSLContext, *, timeout: float, encoding: str) -> None:
+        super().__init__(context=context, timeout=timeout, encoding=encoding)
+        self.passiveserver = True
+        self.use_epsv = True
+        self.server_hostname = ""
+        #: True once the server accepted PROT P; no data connection is opened before.
+        self.data_protected = False
+        #: Whether the last data connection resumed the control connection's TLS session.
+        self.last_data_session_reused: bool | None = None
+
+    # -- the clear-text guard ------------------------------------------------
+
+    def putline(self, line: str) -> None:
+        """Send one command line; refuse anything but ``AUTH TLS`` before TLS is up."""
+        if not isinstance(self.sock, ssl.SSLSocket) and line != "AUTH TLS":
+            # Unreachable by design (connect() wraps before anything else is sent); kept so
+            # that a future code path cannot send a credential in clear by accident.
+            raise SecurityPolicyError(
+                f"refusing to send {line.split(' ', 1)[0]!r} on a connection that is not TLS-protected"
+            )
+        super().putline(line)
+
+    # -- things this client never does ---------------------------------------
+
+    def prot_p(self) -> str:
+        """Send ``PBSZ 0`` + ``PROT P`` (RFC 4217 section 9); without them the data channel is clear text."""
+        self.voidcmd("PBSZ 0")
+        resp = self.voidcmd("PROT P")
+        self.data_protected = True
+        return resp
+
+    def ccc(self) -> NoReturn:
+        """Refuse: ``CCC`` would turn the control connection back to clear text."""
+        raise SecurityPolicyError("CCC (clear command channel) is never sent: credentials and commands stay encrypted")
+
+    def prot_c(self) -> NoReturn:
+        """Refuse: ``PROT C`` would send file contents in clear."""
+        raise SecurityPolicyError("PROT C (clear data channel) is never sent: file contents stay encrypted")
+
+    def makeport(self) -> NoReturn:
+        """Refuse active mode (PORT/EPRT): only passive data connections are opened."""
+        raise ConfigurationError("active-mode FTP (PORT/EPRT) is not supported; data connections are passive")
+
+    def login(self, user: str = "", passwd: str = "", acct: str = "", secure: bool = True) -> str:
+        """Log in; refuses unless the control connection is already TLS."""
+        if not isinstance(self.sock, ssl.SSLSocket):
+            raise SecurityPolicyError("refusing to log in before the control connection is TLS-protected")
+        return ftplib.FTP.login(self, user, passwd, acct)
+
+    # -- data connections ----------------------------------------------------
+
+    def makepasv(self) -> tuple[str, int]:
+        """Ask for a passive port (EPSV, else PASV); return the control peer's address and that port."""
+        assert self.sock is not None
+        peer_host = self.sock.getpeername()[0]
+        if self.use_epsv:
+            try:
+                _, port = ftplib.parse229(self.sendcmd("EPSV"), self.sock.getpeername())
+                return peer_host, port
+            except ftplib.error_perm:
+                # 500/501/502: no EPSV (old servers, some NAT setups); PASV from now on.
+                self.use_epsv = False
+        if self.af != socket.AF_INET:
+            raise TransportError("the server refused EPSV and PASV cannot work over IPv6")
+        # Ignore the host in the 227 reply: connect to the server we are talking to.
+        _, port = ftplib.parse227(self.sendcmd("PASV"))
+        return peer_host, port
+
+    def ntransfercmd(self, cmd: str, rest: int | str | None = None) -> tuple[socket.socket, int | None]:
+        """Open a TLS data connection for *cmd* that resumes the control connection's session."""
+        assert self.sock is not None
+        if not isinstance(self.sock, ssl.SSLSocket) or not self.data_protected:
+            raise SecurityPolicyError("refusing to open a data connection before PROT P is in force")
+        host, port = self.makepasv()
+        raw = socket.create_connection((host, port), self.timeout, source_address=self.source_address)
+        try:
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if rest is not None:
+                self.sendcmd(f"REST {rest}")
+            resp = self.sendcmd(cmd)
+            if resp[0] == "2":
+                # Some servers send a 2xx before the 1xx (see ftplib.FTP.ntransfercmd).
+                resp = self.getresp()
+            if resp[0] != "1":
+                raise ftplib.error_reply(resp)
+            size = ftplib.parse150(resp) if resp[:3] == "150" else None
+            # The handshake happens only now: servers start TLS on the data connection after
+            # they have accepted the command. Resuming self.sock.session is what vsftpd's
+            # require_ssl_reuse and FileZilla Server check; the pin (if any) is checked again.
+            conn = self.context.wrap_socket(
+                raw,
+                server_hostname=self.server_hostname,
+                session=self.sock.session,
+                suppress_ragged_eofs=False,
+            )
+        except BaseException:
+            raw.close()
+            raise
+        self.last_data_session_reused = bool(conn.session_reused)
+        return conn, size
+
+
+class FTPSClient:
+    """A connected, logged-in FTPS client of one server (explicit or implicit TLS).
+
+    Connects at construction; use it as a context manager (or call :meth:`close`).
+    One thread at a time.
+
+    :param settings: validated settings (:func:`~airflow_secure_transfer.security.policy.parse_ftps_settings`).
+    :param context: a TLS context from :func:`~airflow_secure_transfer.security.tls.build_ssl_context`
+        to share between several clients of the same server (default: one is built from *settings*).
+    :raises VerificationError: the server's certificate is not trusted, does not match the host or the pin.
+    :raises SecurityPolicyError: the server refused ``AUTH TLS`` or ``PROT P``, or offers no TLS >= 1.2.
+    :raises AuthenticationError: the login was refused.
+    :raises TransportError: network failure or timeout (``TransferTimeout``).
+    """
+
+    scheme = "ftps"
+
+    def __init__(self, settings: FTPSSettings, *, context: ssl.SSLContext | None = None) -> None:
+        self.settings = settings
+        self.host = settings.host
+        self.port = settings.port
+        self._where = f"{settings.host}:{settings.port}"
+        self._context = context if context is not None else build_ssl_context(settings)
+        self._ftp: _FTPTLS | None = None
+        self._broken: str | None = None
+        self.welcome = ""
+        self.home = "/"
+        self.features: dict[str, str] = {}
+        self.tls_info: TLSInfo | None = None
+        self._hash_algo: str | None = None
+        self._connect()
+
+    # ------------------------------------------------------------------ session
+
+    def _connect(self) -> None:
+        settings = self.settings
+        ftp = _FTPTLS(self._context, timeout=settings.conn_timeout, encoding=settings.encoding)
+        ftp.host = settings.host
+        ftp.port = settings.port
+        ftp.server_hostname = settings.host
+        self._ftp = ftp
+        try:
+            with self._errors("connect"):
+                sock = socket.create_connection((settings.host, settings.port), settings.conn_timeout)
+                try:
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                    ftp.af = sock.family
+                    if settings.tls_mode is TLSMode.IMPLICIT:
+                        # Implicit FTPS: TLS from the first byte, before the 220 greeting.
+                        sock = self._context.wrap_socket(sock, server_hostname=settings.host)
+                except BaseException:
+                    sock.close()
+                    raise
+                ftp.sock = sock
+                ftp.file = sock.makefile("r", encoding=settings.encoding)
+                self.welcome = self._scrub(ftp.getresp())
+                if not self.welcome.startswith("220"):
+                    raise TransportError(f"{self._where}: unexpected greeting {self.welcome[:200]!r}")
+                if settings.tls_mode is TLSMode.EXPLICIT:
+                    self._auth_tls(ftp)
+            assert isinstance(ftp.sock, ssl.SSLSocket)
+            self.tls_info = describe_tls(ftp.sock)
+            self._login(ftp)
+            self._protect_data(ftp)
+            with self._errors("setup"):
+                ftp.voidcmd("TYPE I")
+                self.features = self._feat(ftp)
+                if "UTF8" in self.features and settings.encoding.lower().replace("-", "") == "utf8":
+                    with contextlib.suppress(ftplib.Error):
+                        ftp.sendcmd("OPTS UTF8 ON")
+                with contextlib.suppress(ftplib.Error):
+                    self.home = ftplib.parse257(ftp.sendcmd("PWD")) or "/"
+        except BaseException:
+            self._abandon()
+            raise
+        log.debug("FTPS %s connected: %s", self._where, self.tls_info.describe() if self.tls_info else "")
+
+    def _auth_tls(self, ftp: _FTPTLS) -> None:
+        """Explicit FTPS: ``AUTH TLS`` must be answered ``234``, then the handshake; else stop."""
+        try:
+            resp = ftp.sendcmd("AUTH TLS")
+        except (ftplib.error_perm, ftplib.error_temp) as exc:
+            raise SecurityPolicyError(
+                f"{self._where}: the server refused AUTH TLS ({self._scrub(str(exc))[:200]}); it does not offer "
+                "explicit FTPS, so nothing else was sent (no credentials). If it speaks implicit FTPS, set extra "
+                "'tls_mode' to 'implicit' (usually port 990); plain FTP is never used"
+            ) from exc
+        if not resp.startswith("234"):
+            raise SecurityPolicyError(
+                f"{self._where}: unexpected reply to AUTH TLS ({self._scrub(resp)[:200]}); nothing else was sent"
+            )
+        assert ftp.file is not None and ftp.sock is not None
+        ftp.file.close()
+        ftp.sock = self._context.wrap_socket(ftp.sock, server_hostname=ftp.server_hostname)
+        ftp.file = ftp.sock.makefile("r", encoding=ftp.encoding)
+
+    def _login(self, ftp: _FTPTLS) -> None:
+        user = self.settings.login or "anonymous"
+        passwd = self.settings.password or ("anonymous@" if self.settings.login is None else "")
+        with self._errors("login as " + user):
+            resp = ftp.sendcmd(f"USER {user}")
+            if resp[0] == "3":
+                resp = ftp.sendcmd(f"PASS {passwd}")
+            if resp[0] == "3":
+                raise AuthenticationError(f"{self._where}: the server asks for an ACCT after login; not supported")
+            if resp[0] != "2":
+                raise ftplib.error_reply(resp)
+
+    def _protect_data(self, ftp: _FTPTLS) -> None:
+        """``PBSZ 0`` + ``PROT P`` (RFC 4217 §9): without them the data channel would be clear text."""
+        try:
+            ftp.prot_p()
+        except ftplib.Error as exc:
+            raise SecurityPolicyError(
+                f"{self._where}: the server refused to protect the data channel ({self._scrub(str(exc))[:200]}); "
+                "file contents would travel in clear, so nothing is transferred"
+            ) from exc
+        except (OSError, EOFError) as exc:
+            raise classify_ssl_error(exc, self._where) from exc
+
+    def _feat(self, ftp: _FTPTLS) -> dict[str, str]:
+        try:
+            resp = ftp.sendcmd("FEAT")
+        except ftplib.Error:
+            return {}
+        features: dict[str, str] = {}
+        for line in resp.splitlines()[1:]:
+            if line.startswith(" "):
+                name, _, params = line.strip().partition(" ")
+                features[name.upper()] = params
+        return features
+
+    @property
+    def usable(self) -> bool:
+        """Whether the connection is open and not broken by an earlier transport error."""
+        return self._ftp is not None and self._broken is None
+
+    @property
+    def ftp(self) -> _FTPTLS:
+        """The underlying ``ftplib`` object (connected; raises if closed or broken)."""
+        if self._broken is not None:
+            raise TransportError(f"{self._where}: the connection is unusable after an earlier error ({self._broken})")
+        if self._ftp is None:
+            raise TransportError(f"{self._where}: the connection is closed")
+        return self._ftp
+
+    def _abandon(self) -> None:
+        ftp, self._ftp = self._ftp, None
+        if ftp is not None:
+            with contextlib.suppress(Exception):
+                ftp.close()
+
+    def close(self) -> None:
+        """Send ``QUIT`` (best effort) and close the connection; safe to call twice."""
+        ftp = self._ftp
+        if ftp is None:
+            return
+        if self._broken is None and ftp.sock is not None:
+            with contextlib.suppress(Exception):
+                ftp.sock.settimeout(min(self.settings.conn_timeout, 5.0))
+                ftp.voidcmd("QUIT")
+        self._abandon()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._ftp is None else ("broken" if self._broken else "connected")
+        return f"FTPSClient({self._where}, login={self.settings.login!r}, {self.settings.tls_mode.value}, {state})"
+
+    # ------------------------------------------------------------------ errors
+
+    def _scrub(self, text: str) -> str:
+        """Remove the password from server text that is going into a message (some servers echo input)."""
+        password = self.settings.password
+        if password and len(password) >= 3:
+            text = text.replace(password, "***")
+        return text
+
+    def _ftp_error(self, exc: ftplib.Error, what: str, path: str | None) -> SecureTransferError:
+        reply = self._scrub(str(exc)).strip()[:300]
+        code = reply[:3]
+        target = f" {path}" if path else ""
+        message = f"{self._where}: {what}{target}: {reply}"
+        if code == "530":
+            return AuthenticationError(message)
+        if code in _FULL_CODES:
+            return RemoteStorageFullError(message, path=path)
+        if code in _PATH_CODES:
+            return RemotePathError(message, path=path)
+        if code in _POLICY_CODES:
+            return SecurityPolicyError(message)
+        error = TransportError(message)
+        if isinstance(exc, ftplib.error_perm) or code in ("522",):
+            # A permanent refusal does not get better by retrying.
+            error.retryable = False
+        if isinstance(exc, ftplib.error_proto) or not isinstance(exc, (ftplib.error_perm, ftplib.error_temp)):
+            # The reply stream is no longer in a known state.
+            self._broken = f"protocol error in {what}: {reply[:80]}"
+        return error
+
+    @contextlib.contextmanager
+    def _errors(self, what: str, path: str | None = None) -> Iterator[None]:
+        """Translate ``ftplib``/``ssl``/socket errors raised inside the block."""
+        try:
+            yield
+        except SecureTransferError as exc:
+            if isinstance(exc, (TransportError, VerificationError)):
+                # A data-channel handshake that failed (pin, certificate) leaves the server's
+                # reply to the transfer command unread: the control stream is out of step.
+                self._broken = self._broken or str(exc)[:120]
+            raise
+        except ftplib.Error as exc:
+            raise self._ftp_error(exc, what, path) from exc
+        except (OSError, EOFError) as exc:
+            # Before ValueError: ssl.SSLCertVerificationError is both an OSError and a ValueError.
+            # After a timeout or reset the reply stream may be mid-line: the connection is done.
+            self._broken = f"{type(exc).__name__} in {what}"
+            where = f"{self._where} ({what}{' ' + path if path else ''})"
+            raise classify_ssl_error(exc, where) from exc
+        except ValueError as exc:
+            # ftplib.putline refuses CR/LF; check_name normally catches it first.
+            raise ConfigurationError(f"{self._where}: {what}: {exc}") from exc
+
+    # ------------------------------------------------------------------ RemoteFS
+
+    def stat(self, path: str) -> RemoteEntry | None:
+        """Return the entry at *path* (``MLST``; else ``SIZE``/``MDTM`` and a ``CWD`` test) or ``None``."""
+        check_name(path)
+        ftp = self.ftp
+        with self._errors("stat", path):
+            if "MLST" in self.features:
+                try:
+                    resp = ftp.sendcmd(f"MLST {path}")
+                except ftplib.error_perm as exc:
+                    if str(exc)[:3] in _PATH_CODES:
+                        return None
+                    raise
+                lines = [ln for ln in resp.splitlines()[1:] if not ln[:3].isdigit() or ln[3:4] not in (" ", "-")]
+                if not lines:
+                    raise ftplib.error_proto(f"MLST reply without a facts line: {resp[:120]!r}")
+                facts, _ = _parse_facts(lines[0].lstrip(" "))
+                return self._entry(path, facts)
+            return self._stat_fallback(ftp, path)
+
+    def _entry(self, path: str, facts: dict[str, str]) -> RemoteEntry:
+        kind = facts.get("type", "").lower()
+        is_dir = kind in ("dir", "cdir", "pdir")
+        size = facts.get("size") or facts.get("sizd")
+        modify = facts.get("modify")
+        return RemoteEntry(
+            path=path,
+            is_dir=is_dir,
+            size=int(size) if size and size.isdigit() and not is_dir else None,
+            mtime=_parse_mlsx_time(modify) if modify else None,
+        )
+
+    def _stat_fallback(self, ftp: _FTPTLS, path: str) -> RemoteEntry | None:
+        # No MLST (vsftpd): SIZE answers for files only; a directory is what CWD accepts.
+        try:
+            resp = ftp.sendcmd(f"SIZE {path}")
+            size = int(resp[3:].strip())
+        except ftplib.error_perm as exc:
+            if str(exc)[:3] not in _PATH_CODES and str(exc)[:3] not in ("500", "502", "504"):
+                raise
+        except ValueError:
+            size = None
+        else:
+            mtime = None
+            if "MDTM" in self.features:
+                with contextlib.suppress(ftplib.error_perm):
+                    mtime = _parse_mlsx_time(ftp.sendcmd(f"MDTM {path}")[3:].strip())
+            return RemoteEntry(path=path, is_dir=False, size=size, mtime=mtime)
+        try:
+            ftp.voidcmd(f"CWD {path}")
+        except ftplib.error_perm as exc:
+            if str(exc)[:3] in _PATH_CODES:
+                return None
+            raise
+        with contextlib.suppress(ftplib.error_perm):
+            ftp.voidcmd(f"CWD {self.home}")
+        return RemoteEntry(path=path, is_dir=True)
+
+    def listdir(self, path: str) -> list[RemoteEntry]:
+        """List directory *path* without ``.``/``..`` (``MLSD``; else ``LIST`` parsed, else ``NLST`` + stat).
+
+        :raises RemotePathError: *path* is not a directory, or the server listed a name with
+            ``/`` or a ``..`` (a hostile listing that could make a caller escape the directory).
+        """
+        check_name(path)
+        self.ftp  # noqa: B018 - raises if closed or broken
+        if "MLST" in self.features:
+            lines = self._retr_lines(f"MLSD {path}", "list", path)
+            entries = []
+            for line in lines:
+                facts, name = _parse_facts(line)
+                if facts.get("type", "").lower() in ("cdir", "pdir") or name in (".", ".."):
+                    continue
+                entries.append(self._entry(self._child(path, name), facts))
+            return entries
+        return self._listdir_fallback(path)
+
+    def _child(self, path: str, name: str) -> str:
+        if not name or "/" in name or name in (".", "..") or "\x00" in name:
+            raise RemotePathError(
+                f"{self._where}: the listing of {path} contains the name {name[:80]!r}; refused", path=path
+            )
+        return posixpath.join(path, name)
+
+    def _listdir_fallback(self, path: str) -> list[RemoteEntry]:
+        # vsftpd has no MLSD; its LIST is 'ls -l' style with numeric owners.
+        lines = self._retr_lines(f"LIST -a {path}", "list", path)
+        entries: list[RemoteEntry] = []
+        unparsed = False
+        for line in lines:
+            if line.startswith("total "):
+                continue
+            match = _UNIX_LIST_RE.match(line)
+            if not match:
+                unparsed = True
+                break
+            name = match["name"]
+            kind = match["type"]
+            if kind == "l":
+                name = name.split(" -> ", 1)[0]
+            if name in (".", ".."):
+                continue
+            child = self._child(path, name)
+            if kind == "l":
+                entry = self.stat(child)
+                if entry is not None:
+                    entries.append(entry)
+                continue
+            entries.append(
+                RemoteEntry(path=child, is_dir=kind == "d", size=None if kind == "d" else int(match["size"]))
+            )
+        if not unparsed:
+            return entries
+        names = self._retr_lines(f"NLST {path}", "list", path)
+        result = []
+        for raw in names:
+            name = posixpath.basename(raw.rstrip("/"))
+            if name in (".", ".."):
+                continue
+            entry = self.stat(self._child(path, name))
+            if entry is not None:
+                result.append(entry)
+        return result
+
+    def _retr_lines(self, cmd: str, what: str, path: str) -> list[str]:
+        ftp = self.ftp
+        chunks: list[bytes] = []
+        with self._errors(what, path):
+            conn, _ = ftp.ntransfercmd(cmd)
+            with self._data(conn, what, path):
+                while True:
+                    data = conn.recv(BLOCK_SIZE)
+                    if not data:
+                        break
+                    chunks.append(data)
+            ftp.voidresp()
+        text = b"".join(chunks).decode(self.settings.encoding, errors="surrogateescape")
+        return [ln for ln in text.replace("\r\n", "\n").split("\n") if ln]
+
+    @contextlib.contextmanager
+    def _data(self, conn: socket.socket, what: str, path: str) -> Iterator[None]:
+        """Close the data connection (TLS close_notify first) on every way out of the block.
+
+        On an error inside the block the server's final reply is read, so that a
+        ``552`` (disk full) sent while we were writing explains the broken pipe.
+        """
+        try:
+            yield
+        except (OSError, EOFError) as exc:
+            with contextlib.suppress(Exception):
+                conn.close()
+            reply = self._reply_after_failure()
+            if reply is not None:
+                raise reply from exc
+            raise
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.close()
+            # The server still sends a final reply (426/451); read it so the control
+            # connection stays usable, or mark it broken.
+            if self._reply_after_failure() is None:
+                self._broken = self._broken or f"aborted {what}"
+            raise
+        else:
+            if isinstance(conn, ssl.SSLSocket):
+                try:
+                    conn.unwrap()
+                except (OSError, ValueError):
+                    # The server closed without its close_notify after the data was complete:
+                    # the 226 that follows on the control connection decides.
+                    pass
+            conn.close()
+
+    def _reply_after_failure(self) -> SecureTransferError | None:
+        ftp = self._ftp
+        if ftp is None or ftp.sock is None:
+            return None
+        try:
+            resp = ftp.getresp()
+        except ftplib.Error as exc:
+            return self._ftp_error(exc, "transfer", None)
+        except (OSError, EOFError):
+            self._broken = self._broken or "no reply after a failed transfer"
+            return None
+        log.debug("reply after failed transfer: %s", resp[:80])
+        return None
+
+    def makedirs(self, path: str) -> None:
+        """Create *path* and its missing parents; an existing directory is fine."""
+        check_name(path)
+        existing = self.stat(path)
+        if existing is not None:
+            if not existing.is_dir:
+                raise RemotePathError(f"{self._where}: {path} exists and is not a directory", path=path)
+            return
+        self._mkd_recursive(path)
+
+    def _mkd_recursive(self, path: str) -> None:
+        ftp = self.ftp
+        try:
+            with self._errors("mkdir", path):
+                ftp.sendcmd(f"MKD {path}")
+            return
+        except RemotePathError:
+            existing = self.stat(path)
+            if existing is not None:
+                if existing.is_dir:
+                    return  # created meanwhile (another worker)
+                raise RemotePathError(f"{self._where}: {path} exists and is not a directory", path=path) from None
+            parent = posixpath.dirname(path.rstrip("/"))
+            if not parent or parent == path or self.stat(parent) is not None:
+                raise
+        self._mkd_recursive(parent)
+        with self._errors("mkdir", path):
+            try:
+                ftp.sendcmd(f"MKD {path}")
+            except ftplib.error_perm:
+                existing = self.stat(path)
+                if existing is None or not existing.is_dir:
+                    raise
+
+    def write_from(
+        self,
+        path: str,
+        source: IO[bytes],
+        *,
+        offset: int = 0,
+        progress: ProgressCallback | None = None,
+    ) -> int:
+        """Write *source* from its current position to its end into *path* at byte *offset*.
+
+        ``offset == 0``: ``STOR`` (create or truncate). ``offset > 0``: ``REST offset`` +
+        ``STOR`` (resume), or ``APPE`` when the server refuses ``REST`` for uploads
+        (then the remote size must equal *offset*). The caller positions *source*
+        (for a resume: ``source.seek(offset)``).
+
+        :returns: the number of bytes sent.
+        """
+        check_name(path)
+        if offset < 0:
+            raise ConfigurationError(f"offset must be >= 0, got {offset}")
+        ftp = self.ftp
+        with self._errors("upload", path):
+            if offset == 0:
+                conn, _ = ftp.ntransfercmd(f"STOR {path}")
+            else:
+                try:
+                    conn, _ = ftp.ntransfercmd(f"STOR {path}", rest=offset)
+                except ftplib.error_perm as exc:
+                    if str(exc)[:3] not in ("500", "501", "502", "504"):
+                        raise
+                    # No REST for STOR: APPE is equivalent if the remote file has exactly `offset` bytes.
+                    current = self.stat(path)
+                    if current is None or current.size != offset:
+                        raise RemotePathError(
+                            f"{self._where}: cannot resume {path} at {offset}: the server refuses REST for uploads "
+                            f"and the remote size is {current.size if current else 'unknown'}",
+                            path=path,
+                        ) from exc
+                    conn, _ = ftp.ntransfercmd(f"APPE {path}")
+            sent = 0
+            buf = bytearray(BLOCK_SIZE)
+            view = memoryview(buf)
+            with self._data(conn, "upload", path):
+                readinto = getattr(source, "readinto", None)
+                while True:
+                    if readinto is not None:
+                        n = readinto(view)
+                        if not n:
+                            break
+                        conn.sendall(view[:n])
+                    else:
+                        chunk = source.read(BLOCK_SIZE)
+                        if not chunk:
+                            break
+                        n = len(chunk)
+                        conn.sendall(chunk)
+                    sent += n
+                    if progress is not None:
+                        progress(n)
+            ftp.voidresp()
+        return sent
+
+    def read_to(
+        self,
+        path: str,
+        sink: IO[bytes],
+        *,
+        offset: int = 0,
+        progress: ProgressCallback | None = None,
+    ) -> int:
+        """Copy *path* from byte *offset* (``REST`` + ``RETR``) to its end into *sink*; return the bytes read.
+
+        The data connection must end with a TLS ``close_notify`` and the server must
+        confirm with ``226``; a connection cut short raises :class:`TransportError`
+        instead of returning a truncated file.
+        """
+        check_name(path)
+        if offset < 0:
+            raise ConfigurationError(f"offset must be >= 0, got {offset}")
+        ftp = self.ftp
+        received = 0
+        with self._errors("download", path):
+            conn, _ = ftp.ntransfercmd(f"RETR {path}", rest=offset or None)
+            buf = bytearray(BLOCK_SIZE)
+            view = memoryview(buf)
+            with self._data(conn, "download", path):
+                eof = False
+                while not eof:
+                    filled = 0
+                    # Fill a whole block before writing: TLS hands out <= 16 KiB per recv.
+                    while filled < BLOCK_SIZE:
+                        try:
+                            n = conn.recv_into(view[filled:])
+                        except ssl.SSLZeroReturnError:
+                            n = 0
+                        if not n:
+                            eof = True
+                            break
+                        filled += n
+                    if filled:
+                        sink.write(view[:filled])
+                        received += filled
+                        if progress is not None:
+                            progress(filled)
+            ftp.voidresp()
+        return received
+
+    def rename(self, source: str, target: str) -> None:
+        """Rename *source* to *target*, replacing *target* (see the module docstring on atomicity)."""
+        check_name(source)
+        check_name(target)
+        ftp = self.ftp
+        try:
+            with self._errors("rename", source):
+                ftp.sendcmd(f"RNFR {source}")
+            with self._errors("rename", target):
+                ftp.voidcmd(f"RNTO {target}")
+            return
+        except RemotePathError as exc:
+            if exc.path != target:
+                raise
+            existing = self.stat(target)
+            if existing is None or existing.is_dir:
+                raise
+        log.warning(
+            "%s refuses to rename onto the existing %s; deleting it first (not atomic: the target is briefly missing)",
+            self._where,
+            target,
+        )
+        self.remove(target)
+        with self._errors("rename", source):
+            ftp.sendcmd(f"RNFR {source}")
+        with self._errors("rename", target):
+            ftp.voidcmd(f"RNTO {target}")
+
+    def remove(self, path: str) -> None:
+        """Delete the file *path* (``DELE``); a missing file raises :class:`RemotePathError`."""
+        check_name(path)
+        ftp = self.ftp
+        with self._errors("delete", path):
+            ftp.voidcmd(f"DELE {path}")
+
+    def checksum(self, path: str) -> Checksum | None:
+        """Return the server's digest of *path* (``HASH`` if in FEAT, else ``XSHA256``...), or ``None``."""
+        check_name(path)
+        ftp = self.ftp
+        if "HASH" in self.features:
+            result = self._hash(ftp, path)
+            if result is not None:
+                return result
+        for command, algorithm in _X_HASH_COMMANDS:
+            if command not in self.features:
+                continue
+            with self._errors("checksum", path):
+                try:
+                    resp = ftp.sendcmd(f"{command} {path}")
+                except ftplib.error_perm as exc:
+                    if str(exc)[:3] in _PATH_CODES:
+                        raise
+                    continue
+            digest = self._find_hex(resp[4:], algorithm)
+            if digest is not None:
+                return Checksum(algorithm, digest)
+        return None
+
+    def _hash(self, ftp: _FTPTLS, path: str) -> Checksum | None:
+        # FEAT line: "HASH SHA-256*;SHA-512;SHA-1;MD5" ('*' marks the current algorithm).
+        offered = [a.strip() for a in self.features["HASH"].split(";") if a.strip()]
+        names = {a.rstrip("*").upper(): a.endswith("*") for a in offered}
+        choice = next((a for a in _HASH_ALGOS if a in names), None)
+        if choice is None:
+            return None
+        with self._errors("checksum", path):
+            if self._hash_algo != choice and not names.get(choice):
+                try:
+                    ftp.voidcmd(f"OPTS HASH {choice}")
+                except ftplib.error_perm:
+                    return None
+            self._hash_algo = choice
+            try:
+                resp = ftp.sendcmd(f"HASH {path}")
+            except ftplib.error_perm as exc:
+                if str(exc)[:3] in _PATH_CODES:
+                    raise
+                return None
+        # "213 SHA-256 0-49 169cd22282da7f147cb491e559e9dd filename"
+        parts = resp[4:].split(" ", 3)
+        algorithm = _HASH_ALGOS.get(parts[0].upper()) if parts else None
+        if algorithm is None or len(parts) < 3:
+            return None
+        digest = self._find_hex(" ".join(parts[1:3]), algorithm)
+        return Checksum(algorithm, digest) if digest else None
+
+    @staticmethod
+    def _find_hex(text: str, algorithm: str) -> str | None:
+        length = _HEX_LEN[algorithm]
+        for token in text.split():
+            if len(token) == length and re.fullmatch(r"[0-9a-fA-F]+", token):
+                return token.lower()
+        return None
+
+    # ------------------------------------------------------------------ extras
+
+    @property
+    def checksum_support(self) -> str | None:
+        """How :meth:`checksum` will ask the server (``"HASH SHA-256"``, ``"XSHA256"``...), or ``None``."""
+        if "HASH" in self.features:
+            offered = {a.strip().rstrip("*").upper() for a in self.features["HASH"].split(";")}
+            choice = next((a for a in _HASH_ALGOS if a in offered), None)
+            if choice:
+                return f"HASH {choice}"
+        return next((cmd for cmd, _ in _X_HASH_COMMANDS if cmd in self.features), None)
+
+    def size(self, path: str) -> int | None:
+        """Return the size of the file *path*, or ``None`` if it does not exist or is a directory."""
+        entry = self.stat(path)
+        return None if entry is None or entry.is_dir else entry.size
+
+    def noop(self) -> None:
+        """Send ``NOOP`` (keeps the control connection alive during long local work)."""
+        ftp = self.ftp
+        with self._errors("noop"):
+            ftp.voidcmd("NOOP")
