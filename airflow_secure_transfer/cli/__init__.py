@@ -1,0 +1,1 @@
+"""airflow-secure-transfer command line: ``audit`` and ``fingerprint`` (see :mod:`.main`)."""
