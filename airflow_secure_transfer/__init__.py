@@ -166,6 +166,17 @@ SFTP_CONN_FIELDS: dict[str, dict[str, Any]] = {
 }
 
 
+#: ``Asset("ftps://host/path")`` is normalised (default port 990) by our handler; ``sftp`` is the stock one's.
+_FTPS_ASSET_URIS: list[dict[str, Any]] = [
+    {
+        "schemes": ["ftps"],
+        "handler": "airflow_secure_transfer.assets.sanitize_uri",
+        "factory": "airflow_secure_transfer.assets.create_asset",
+        "to_openlineage_converter": "airflow_secure_transfer.assets.convert_asset_to_openlineage",
+    }
+]
+
+
 def get_provider_info() -> dict[str, Any]:
     """Describe this provider to Airflow's providers manager (entry point target)."""
     return {
@@ -192,7 +203,11 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "operators": [
             {"integration-name": "Secure FTPS", "python-modules": ["airflow_secure_transfer.operators.upload"]},
+            {"integration-name": "Secure SFTP", "python-modules": ["airflow_secure_transfer.operators.upload"]},
         ],
+        "asset-uris": _FTPS_ASSET_URIS,
+        # Airflow 2.x name of the same hook point; the stock providers declare both.
+        "dataset-uris": _FTPS_ASSET_URIS,
         "cli": ["airflow_secure_transfer.cli.airflow_cli.get_cli_commands"],
         "connection-types": [
             {

@@ -58,6 +58,7 @@ import posixpath
 import re
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, NoReturn
 
@@ -132,6 +133,54 @@ def _parse_facts(line: str) -> tuple[dict[str, str], str]:
     return facts, name
 
 
+class _ReplyReader:
+    """Control-connection line reader with one deadline per reply (replaces ``sock.makefile()``).
+
+    ``ftplib`` reads replies through ``makefile()``, whose timeout bounds each ``recv`` only: a server
+    that drips one byte per second, or sends an endless multi-line reply, would hold the client forever.
+    Bytes that are not valid in the encoding are kept as surrogates (``ftplib`` then sees a malformed
+    reply: ``error_proto`` -> TransportError) instead of raising ``UnicodeDecodeError``.
+    """
+
+    def __init__(self, sock: socket.socket, encoding: str, timeout: float) -> None:
+        self._sock = sock
+        self._encoding = encoding
+        self._timeout = timeout
+        self._buf = bytearray()
+        self._deadline = time.monotonic() + timeout
+
+    def start_reply(self) -> None:
+        """Start the clock for the next reply (called by ``_FTPTLS.getresp``)."""
+        self._deadline = time.monotonic() + self._timeout
+
+    def readline(self, limit: int = -1) -> str:
+        while True:
+            end = self._buf.find(b"\n")
+            if end >= 0 or (limit > 0 and len(self._buf) >= limit):
+                cut = end + 1 if end >= 0 else limit
+                if limit > 0:
+                    cut = min(cut, limit)
+                line = bytes(self._buf[:cut])
+                del self._buf[:cut]
+                return line.decode(self._encoding, "surrogateescape")
+            remaining = self._deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no complete reply within {self._timeout:g} s")
+            self._sock.settimeout(remaining)
+            try:
+                chunk = self._sock.recv(65536)
+            finally:
+                self._sock.settimeout(self._timeout)
+            if not chunk:
+                line = bytes(self._buf)
+                self._buf.clear()
+                return line.decode(self._encoding, "surrogateescape")
+            self._buf += chunk
+
+    def close(self) -> None:
+        """Nothing to release (the socket is closed by ``ftplib``)."""
+
+
 class _FTPTLS(ftplib.FTP_TLS):
     """``ftplib.FTP_TLS`` that can only speak TLS; see the module docstring.
 
@@ -148,6 +197,12 @@ class _FTPTLS(ftplib.FTP_TLS):
         self.data_protected = False
         #: Whether the last data connection resumed the control connection's TLS session.
         self.last_data_session_reused: bool | None = None
+
+    def getresp(self) -> str:
+        """Read one reply within ``conn_timeout`` in total (see :class:`_ReplyReader`)."""
+        if isinstance(self.file, _ReplyReader):
+            self.file.start_reply()
+        return super().getresp()
 
     # -- the clear-text guard ------------------------------------------------
 
@@ -295,7 +350,8 @@ class FTPSClient:
                     sock.close()
                     raise
                 ftp.sock = sock
-                ftp.file = sock.makefile("r", encoding=settings.encoding)
+                # ftplib only calls readline() and close() on .file.
+                ftp.file = _ReplyReader(sock, settings.encoding, settings.conn_timeout)  # type: ignore[assignment]
                 self.welcome = self._scrub(ftp.getresp())
                 if not self.welcome.startswith("220"):
                     raise TransportError(f"{self._where}: unexpected greeting {self.welcome[:200]!r}")
@@ -335,7 +391,7 @@ class FTPSClient:
         assert ftp.file is not None and ftp.sock is not None
         ftp.file.close()
         ftp.sock = self._context.wrap_socket(ftp.sock, server_hostname=ftp.server_hostname)
-        ftp.file = ftp.sock.makefile("r", encoding=ftp.encoding)
+        ftp.file = _ReplyReader(ftp.sock, ftp.encoding, self.settings.conn_timeout)  # type: ignore[assignment]
 
     def _login(self, ftp: _FTPTLS) -> None:
         user = self.settings.login or "anonymous"
@@ -462,6 +518,9 @@ class FTPSClient:
                 self._broken = self._broken or str(exc)[:120]
             raise
         except ftplib.Error as exc:
+            # The reply becomes the message (scrubbed) and stays the __cause__: scrub it there too
+            # (a server may echo the password; tracebacks and error reporters print the cause).
+            exc.args = tuple(self._scrub(str(a)) for a in exc.args)
             raise self._ftp_error(exc, what, path) from exc
         except (OSError, EOFError) as exc:
             # Before ValueError: ssl.SSLCertVerificationError is both an OSError and a ValueError.

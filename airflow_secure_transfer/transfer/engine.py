@@ -1,0 +1,959 @@
+"""The upload engine: plan, then send each file atomically, verified, resumable, in parallel.
+
+Every way of uploading in this package (the operator, the CLI, hook helpers) goes
+through :func:`upload`. It imports no Airflow and talks to servers only through
+the :class:`~airflow_secure_transfer.transfer.base.RemoteFS` protocol, so the same
+code runs over FTPS and SFTP.
+
+One file, step by step (``_FileUpload.run``)::
+
+    stat(target)                      overwrite="fail": exists -> error, nothing sent
+                                      overwrite="skip_identical": same size (+checksum) -> skipped
+    stat(.name.<id>.part)             smaller than the source: resume from its size
+                                      larger / not a file: remove it, start again
+    write_from(part, offset)          sha256 computed while reading the local file
+    stat(part)                        size must equal the source's
+    checksum(part)                    verify="checksum" only: must equal the local digest
+    rename(part, target)              the final name only ever holds a verified file
+
+The temporary name ``.<name>.<sha256(abs path|size|mtime_ns)[:16]>.part`` is
+derived from the source's identity, so a retry of the same task finds the
+partial that a cut connection left, while a changed source gets a new name and
+never continues someone else's bytes.
+
+Parallelism: up to ``max_connections`` worker threads, each owning one connection
+for many files (a 1,000-file upload opens at most ``max_connections`` connections).
+The first connection is opened before any worker starts, so a wrong password or
+host key fails once, fast, with one clear error.
+
+Failures: a transport error, or a partial shorter than the source after the
+upload (an FTP data connection that ended early), keeps the partial for the next
+try to resume; any other error removes it. A retryable error fails that file and
+the others carry on (the run raises at the end); a non-retryable one (or a full
+disk) cancels the run: the other workers stop at their next block, keep their
+partials, and every connection is closed. The resumed prefix is trusted by size;
+``verify="checksum"`` also checks it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import math
+import os
+import posixpath
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import IO, TYPE_CHECKING, Any, Final, Protocol, cast
+
+from airflow_secure_transfer.exceptions import (
+    ConfigurationError,
+    IntegrityError,
+    LocalPathError,
+    RemotePathError,
+    RemoteStorageFullError,
+    SecureTransferError,
+    TransportError,
+)
+from airflow_secure_transfer.transfer.base import RemoteFS, TransferRecord
+from airflow_secure_transfer.transfer.local import LocalFile, LocalSource, expand_local
+from airflow_secure_transfer.transfer.paths import check_name, resolve_remote
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
+
+__all__ = [
+    "OVERWRITE_MODES",
+    "VERIFY_MODES",
+    "Log",
+    "PlannedFile",
+    "Progress",
+    "UploadPlan",
+    "partial_name",
+    "plan_upload",
+    "summary_table",
+    "upload",
+    "validate_options",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class Log(Protocol):
+    """What the engine needs from a logger (a stdlib ``Logger`` or Airflow's task logger)."""
+
+    def debug(self, msg: str, /, *args: Any) -> Any: ...
+    def info(self, msg: str, /, *args: Any) -> Any: ...
+    def warning(self, msg: str, /, *args: Any) -> Any: ...
+    def error(self, msg: str, /, *args: Any) -> Any: ...
+
+
+#: ``replace``: an existing target is replaced (atomically, by the rename);
+#: ``skip_identical``: a target of the same size (and checksum, when the server has one) is left alone;
+#: ``fail``: an existing target is an error, raised before any byte is sent.
+OVERWRITE_MODES: Final = ("replace", "skip_identical", "fail")
+#: ``size``: the uploaded size is checked (always done);
+#: ``checksum``: also a server-computed digest, compared with the local one; a server without one is an error.
+VERIFY_MODES: Final = ("size", "checksum")
+
+#: Local read size; the transports re-block as their protocol likes.
+_CHUNK = 1024 * 1024
+_MAX_NAME_BYTES = 180  # the temp name adds 1 + 1 + 16 + 5 bytes; most servers allow 255
+
+
+# --------------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedFile:
+    """One local file and the remote path it goes to."""
+
+    local: LocalFile
+    remote: str
+
+
+@dataclass(frozen=True, slots=True)
+class UploadPlan:
+    """Everything :func:`upload` will send, decided before connecting."""
+
+    files: tuple[PlannedFile, ...]
+    #: One plain file to a ``remote_path`` without a trailing ``/``: if that path turns out
+    #: to be an existing remote directory, the file goes inside it (like ``cp``).
+    target_may_be_dir: bool = False
+    remote_root: str | None = None
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(p.local.size for p in self.files)
+
+
+def validate_options(*, overwrite: str, verify: str, max_connections: int | None) -> None:
+    """Check the engine's options; raise :class:`ConfigurationError` naming the accepted values."""
+    if overwrite not in OVERWRITE_MODES:
+        raise ConfigurationError(f"overwrite must be one of {', '.join(map(repr, OVERWRITE_MODES))}, got {overwrite!r}")
+    if verify not in VERIFY_MODES:
+        raise ConfigurationError(f"verify must be one of {', '.join(map(repr, VERIFY_MODES))}, got {verify!r}")
+    if max_connections is not None and (
+        isinstance(max_connections, bool) or not isinstance(max_connections, int) or not 1 <= max_connections <= 64
+    ):
+        raise ConfigurationError(f"max_connections must be a whole number from 1 to 64, got {max_connections!r}")
+
+
+def _remote_name(relpath: str, local_path: str) -> str:
+    """Check a relative remote name derived from a local file name."""
+    try:
+        relpath.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RemotePathError(
+            f"local file {local_path!r} has a name that is not valid UTF-8; rename it before uploading",
+            path=relpath,
+        ) from None
+    try:
+        check_name(relpath)
+    except RemotePathError as exc:
+        raise RemotePathError(f"local file {local_path!r}: {exc}", path=relpath) from None
+    return relpath
+
+
+def plan_upload(
+    local_path: LocalSource,
+    remote_path: str,
+    *,
+    remote_root: str | None = None,
+    cwd: str = "/",
+    local_files: tuple[list[LocalFile], bool] | None = None,
+) -> UploadPlan:
+    """Expand *local_path* and pair each file with its normalised remote path.
+
+    :param local_path: a file, a directory (recursive), a glob, or a list of these.
+    :param remote_path: the target file when *local_path* is one plain file, else the
+        target directory; a trailing ``/`` always means a directory. Relative paths
+        start at *remote_root*, else at *cwd*.
+    :param remote_root: no remote path may resolve outside this directory.
+    :param cwd: the login directory, for relative paths without a *remote_root*.
+    :param local_files: the result of :func:`expand_local` when already computed.
+    :raises LocalPathError: a source is missing or not a regular file.
+    :raises RemotePathError: a remote path escapes *remote_root* or contains NUL/CR/LF.
+    """
+    if not isinstance(remote_path, str) or not remote_path.strip():
+        raise ConfigurationError(f"remote_path must be a non-empty string, got {remote_path!r}")
+    base = resolve_remote(remote_path, remote_root, cwd=cwd)
+    files, single = local_files if local_files is not None else expand_local(local_path)
+    as_dir = remote_path.endswith("/") or not single
+    planned: list[PlannedFile] = []
+    for f in files:
+        if as_dir:
+            rel = _remote_name(f.relpath, f.path)
+            remote = resolve_remote(posixpath.join(base, rel), remote_root)
+            if not remote.startswith(base.rstrip("/") + "/"):
+                raise RemotePathError(f"local file {f.path!r} maps outside {base!r} as {remote!r}", path=rel)
+        else:
+            remote = base
+        planned.append(PlannedFile(f, remote))
+    return UploadPlan(tuple(planned), target_may_be_dir=single and not as_dir, remote_root=remote_root)
+
+
+def _truncate_utf8(name: str, limit: int) -> str:
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) <= limit:
+        return name
+    return raw[:limit].decode("utf-8", "ignore")
+
+
+def partial_name(remote: str, local: LocalFile) -> str:
+    """Return the hidden temporary path for uploading *local* to *remote*.
+
+    The name is ``.<name>.<16 hex>.part`` in the target's directory, the hex being
+    ``sha256(absolute local path | size | mtime_ns)``: stable across retries of the
+    same source, different as soon as the source changes.
+    """
+    identity = f"{local.path}|{local.size}|{local.mtime_ns}".encode("utf-8", "surrogateescape")
+    digest = hashlib.sha256(identity).hexdigest()[:16]
+    directory, name = posixpath.split(remote)
+    return posixpath.join(directory, f".{_truncate_utf8(name, _MAX_NAME_BYTES)}.{digest}.part")
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def _fmt_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} GiB"  # pragma: no cover
+
+
+def _fmt_seconds(s: float) -> str:
+    if s < 60:
+        return f"{s:.0f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+
+
+class Progress:
+    """Thread-safe progress counter that logs at least every *interval* seconds and every 10 %.
+
+    :param files_total: number of files in the plan.
+    :param bytes_total: their total size.
+    :param log: where messages go (the operator passes its task logger).
+    :param interval: the longest time between two messages while bytes move.
+    :param clock: monotonic seconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        files_total: int,
+        bytes_total: int,
+        log: Log,
+        *,
+        interval: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.files_total = files_total
+        self.bytes_total = bytes_total
+        self.files_done = 0
+        #: Bytes accounted for: sent, plus resumed-over and skipped (for % and ETA).
+        self.bytes_done = 0
+        #: Bytes actually sent in this run (for the rate).
+        self.bytes_sent = 0
+        self._log = log
+        self._interval = interval
+        self._clock = clock
+        self._start = clock()
+        self._last_log = self._start
+        self._last_step = 0
+        self._lock = threading.Lock()
+
+    @property
+    def elapsed(self) -> float:
+        return self._clock() - self._start
+
+    def sent(self, n: int) -> None:
+        """Count *n* bytes sent."""
+        with self._lock:
+            self.bytes_sent += n
+            self.bytes_done += n
+            self._maybe_log()
+
+    def accounted(self, n: int) -> None:
+        """Count *n* bytes that need no sending (resumed-over or skipped)."""
+        with self._lock:
+            self.bytes_done += n
+            self._maybe_log()
+
+    def file_done(self) -> None:
+        with self._lock:
+            self.files_done += 1
+            self._maybe_log()
+
+    def tick(self) -> None:
+        """Log if the interval has passed (called periodically by the coordinating thread)."""
+        with self._lock:
+            self._maybe_log()
+
+    def _step(self) -> int:
+        if self.bytes_total <= 0:
+            return 10 * self.files_done // max(self.files_total, 1)
+        return min(10, 10 * self.bytes_done // self.bytes_total)
+
+    def _maybe_log(self) -> None:
+        now = self._clock()
+        step = self._step()
+        if step <= self._last_step and now - self._last_log < self._interval:
+            return
+        if step >= 10 and self._last_step >= 10:
+            return  # 100 % was logged; the summary follows
+        self._last_step = max(step, self._last_step)
+        self._last_log = now
+        self._log.info("%s", self.message(now))
+
+    def message(self, now: float | None = None) -> str:
+        """Return the progress line: files, bytes, percentage, rate and ETA."""
+        now = self._clock() if now is None else now
+        elapsed = max(now - self._start, 1e-9)
+        rate = self.bytes_sent / elapsed
+        pct = (
+            100.0 * self.bytes_done / self.bytes_total
+            if self.bytes_total
+            else 100.0 * self.files_done / max(self.files_total, 1)
+        )
+        remaining = max(self.bytes_total - self.bytes_done, 0)
+        eta = _fmt_seconds(remaining / rate) if rate > 0 else "unknown"
+        return (
+            f"upload progress: {self.files_done}/{self.files_total} files, "
+            f"{_fmt_bytes(self.bytes_done)} of {_fmt_bytes(self.bytes_total)} ({math.floor(pct)}%), "
+            f"{rate / 1e6:.1f} MB/s, ETA {eta}"
+        )
+
+
+def summary_table(records: Sequence[TransferRecord], seconds: float, failed: int = 0) -> str:
+    """Return the end-of-run table: files, bytes, seconds, MB/s, resumed, skipped (and failed)."""
+    sent = sum(r.bytes for r in records)
+    rate = sent / seconds / 1e6 if seconds > 0 else 0.0
+    head = ["files", "bytes sent", "seconds", "MB/s", "resumed", "skipped"]
+    row = [
+        str(len(records)),
+        str(sent),
+        f"{seconds:.2f}",
+        f"{rate:.1f}",
+        str(sum(r.resumed for r in records)),
+        str(sum(r.skipped for r in records)),
+    ]
+    if failed:
+        head.append("failed")
+        row.append(str(failed))
+    widths = [max(len(h), len(v)) for h, v in zip(head, row, strict=True)]
+    line = "  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))
+    values = "  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True))
+    return f"upload summary:\n{line}\n{values}"
+
+
+# --------------------------------------------------------------------------- one file
+
+
+class _Cancelled(Exception):
+    """Raised from the source reader when the run is being stopped."""
+
+
+class _ShortUpload(IntegrityError):
+    """The server holds fewer bytes than were sent: a connection ended early.
+
+    In FTP the end of an upload *is* the closing of the data connection, so a
+    connection dropped by the network can look like a completed ``STOR`` (``226``).
+    The bytes that arrived are the start of the file: the partial stays for a
+    resume, exactly as after a transport error.
+    """
+
+
+def _caused_by_cancel(exc: BaseException) -> bool:
+    """Whether *exc* is (or wraps) the reader's cancellation: a transport may translate it."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, _Cancelled):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+class _HashingReader(io.RawIOBase):
+    """Reads a local file up to a fixed length, hashing and counting as it goes.
+
+    The transports read from this; the digests are therefore of exactly the bytes
+    that were sent, computed without a second pass over the file.
+    """
+
+    def __init__(
+        self,
+        raw: io.BufferedReader,
+        remaining: int,
+        hashers: Sequence[_Hash],
+        on_bytes: Callable[[int], None],
+        cancel: threading.Event,
+    ) -> None:
+        super().__init__()
+        self._raw = raw
+        self._remaining = remaining
+        self._hashers = hashers
+        self._on_bytes = on_bytes
+        self._cancel = cancel
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def _account(self, data: bytes | memoryview) -> None:
+        n = len(data)
+        for h in self._hashers:
+            h.update(data)
+        self._remaining -= n
+        self.count += n
+        self._on_bytes(n)
+
+    def read(self, size: int | None = -1) -> bytes:
+        if self._cancel.is_set():
+            raise _Cancelled
+        if size is None or size < 0:
+            size = self._remaining
+        data = self._raw.read(min(size, self._remaining)) if self._remaining > 0 else b""
+        self._account(data)
+        return data
+
+    def readall(self) -> bytes:
+        return self.read(-1)
+
+    def readinto(self, buffer: Any) -> int:
+        if self._cancel.is_set():
+            raise _Cancelled
+        view = memoryview(buffer).cast("B")
+        if self._remaining <= 0:
+            return 0
+        n = self._raw.readinto(view[: min(len(view), self._remaining)])
+        self._account(view[:n])
+        return n
+
+
+@dataclass
+class _Shared:
+    """State shared by the workers of one run."""
+
+    options: _Options
+    progress: Progress
+    log: Log
+    cancel: threading.Event = field(default_factory=threading.Event)
+    made_dirs: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    overwrite: str
+    create_dirs: bool
+    verify: str
+    delete_source: bool
+
+
+def _new_hash(algorithm: str) -> _Hash:
+    try:
+        return hashlib.new(algorithm)
+    except ValueError:
+        raise ConfigurationError(
+            f"the server's checksum algorithm {algorithm!r} is not available locally; use verify='size'"
+        ) from None
+
+
+def _local_digest(path: str, algorithm: str, cancel: threading.Event) -> str:
+    h = _new_hash(algorithm)
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            if cancel.is_set():
+                raise _Cancelled
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class _Connection:
+    """One worker's connection, opened lazily and remembered facts about the server."""
+
+    def __init__(self, factory: Callable[[], RemoteFS], fs: RemoteFS | None = None) -> None:
+        self._factory = factory
+        self.fs = fs
+        #: The algorithm the server's checksum uses, learned from the first answer.
+        self.checksum_algorithm: str | None = None
+
+    def get(self) -> RemoteFS:
+        if self.fs is None:
+            self.fs = self._factory()
+        return self.fs
+
+    def drop(self) -> None:
+        fs, self.fs = self.fs, None
+        if fs is not None:
+            try:
+                fs.close()
+            except Exception:  # closing a broken connection must not hide the error that broke it
+                logger.debug("error while closing a connection", exc_info=True)
+
+
+def _safe_remove(fs: RemoteFS, path: str) -> None:
+    try:
+        fs.remove(path)
+    except Exception:  # best effort: the error that made us clean up is the one to report
+        logger.debug("could not remove %s", path, exc_info=True)
+
+
+class _FileUpload:
+    """Upload one planned file over one connection (see the module docstring)."""
+
+    def __init__(self, item: PlannedFile, conn: _Connection, shared: _Shared) -> None:
+        self.item = item
+        self.conn = conn
+        self.shared = shared
+        self.opts = shared.options
+
+    def run(self) -> TransferRecord:
+        started = time.monotonic()
+        local = self.item.local
+        target = self.item.remote
+        fs = self.conn.get()
+        try:
+            raw = open(local.path, "rb")  # closed in the finally below
+        except OSError as exc:
+            raise LocalPathError(f"cannot open local file {local.path!r}: {exc.strerror}", path=local.path) from None
+        try:
+            st = os.fstat(raw.fileno())
+            # The identity is read from the open file, not the plan: the file may have changed since.
+            local = LocalFile(local.path, local.relpath, st.st_size, st.st_mtime_ns)
+            if self.opts.create_dirs:
+                self._makedirs(fs, posixpath.dirname(target))
+            existing = fs.stat(target)
+            if existing is not None:
+                if existing.is_dir:
+                    raise RemotePathError(
+                        f"remote path {target!r} is a directory; cannot upload a file onto it", target
+                    )
+                if self.opts.overwrite == "fail":
+                    raise RemotePathError(
+                        f"remote file {target!r} exists and overwrite='fail'; nothing was sent", path=target
+                    )
+                if self.opts.overwrite == "skip_identical":
+                    record = self._maybe_skip(fs, raw, local, target, existing.size, started)
+                    if record is not None:
+                        raw.close()
+                        if self.opts.delete_source:
+                            self._delete_source(local)  # identical and verified: the move is complete
+                        return record
+                    raw.seek(0)
+            record = self._send(fs, raw, local, target, started)
+        finally:
+            raw.close()
+        if self.opts.delete_source:
+            self._delete_source(local)
+        return record
+
+    # -- steps
+
+    def _makedirs(self, fs: RemoteFS, directory: str) -> None:
+        if directory in ("", "/"):
+            return
+        with self.shared.lock:
+            if directory in self.shared.made_dirs:
+                return
+        fs.makedirs(directory)
+        with self.shared.lock:
+            self.shared.made_dirs.add(directory)
+
+    def _remote_checksum(self, fs: RemoteFS, path: str) -> tuple[str, str] | None:
+        checksum = fs.checksum(path)
+        if checksum is None:
+            return None
+        algorithm = checksum.algorithm.lower().replace("-", "")
+        self.conn.checksum_algorithm = algorithm
+        return algorithm, checksum.hexdigest.lower()
+
+    def _maybe_skip(
+        self, fs: RemoteFS, raw: io.BufferedReader, local: LocalFile, target: str, size: int | None, started: float
+    ) -> TransferRecord | None:
+        if size != local.size:
+            return None
+        remote_sum = self._remote_checksum(fs, target)
+        if remote_sum is None and self.opts.verify == "checksum":
+            raise ConfigurationError(
+                f"verify='checksum': the server offers no checksum command for {target!r}; use verify='size'"
+            )
+        hashers = {"sha256": hashlib.sha256()}
+        if remote_sum is not None and remote_sum[0] != "sha256":
+            hashers[remote_sum[0]] = _new_hash(remote_sum[0])
+        while chunk := raw.read(_CHUNK):
+            if self.shared.cancel.is_set():
+                raise _Cancelled
+            for h in hashers.values():
+                h.update(chunk)
+        if remote_sum is not None and hashers[remote_sum[0]].hexdigest() != remote_sum[1]:
+            return None  # same size, different content: upload it
+        self.shared.progress.accounted(local.size)
+        self.shared.log.info("skipped %s: identical to %s", local.path, target)
+        return TransferRecord(
+            local_path=local.path,
+            remote_path=target,
+            bytes=0,
+            sha256=hashers["sha256"].hexdigest(),
+            seconds=time.monotonic() - started,
+            resumed=False,
+            skipped=True,
+            verified=True,
+        )
+
+    def _send(
+        self, fs: RemoteFS, raw: io.BufferedReader, local: LocalFile, target: str, started: float
+    ) -> TransferRecord:
+        part = partial_name(target, local)
+        offset = 0
+        existing = fs.stat(part)
+        if existing is not None:
+            if not existing.is_dir and existing.size is not None and 0 < existing.size <= local.size:
+                offset = existing.size
+            elif existing.is_dir:
+                raise RemotePathError(f"temporary path {part!r} is a directory; remove it", path=part)
+            else:
+                # Larger than the source, or of unknown size: it cannot be the start of this file.
+                fs.remove(part)
+        hashers: dict[str, _Hash] = {"sha256": hashlib.sha256()}
+        algorithm = self.conn.checksum_algorithm
+        if self.opts.verify == "checksum" and algorithm and algorithm != "sha256":
+            hashers[algorithm] = _new_hash(algorithm)
+        if offset:
+            # The bytes already on the server are hashed locally (not sent again).
+            left = offset
+            while left > 0:
+                if self.shared.cancel.is_set():
+                    raise _Cancelled
+                chunk = raw.read(min(_CHUNK, left))
+                if not chunk:
+                    break
+                for h in hashers.values():
+                    h.update(chunk)
+                left -= len(chunk)
+            self.shared.progress.accounted(offset)
+            self.shared.log.info("resuming %s at byte %d of %d", target, offset, local.size)
+        reader = _HashingReader(
+            raw, local.size - offset, list(hashers.values()), self.shared.progress.sent, self.shared.cancel
+        )
+        try:
+            if offset < local.size or offset == 0:
+                fs.write_from(part, cast("IO[bytes]", reader), offset=offset)
+            self._verify(fs, part, local, hashers)
+            fs.rename(part, target)
+        except (_Cancelled, TransportError, _ShortUpload):
+            raise  # a cut connection: the partial stays for the next try to resume
+        except SecureTransferError:
+            # Anything else (a full disk included: the partial would hold the space a retry needs)
+            # makes the partial useless or wrong: remove it.
+            _safe_remove(fs, part)
+            raise
+        return TransferRecord(
+            local_path=local.path,
+            remote_path=target,
+            bytes=reader.count,
+            sha256=hashers["sha256"].hexdigest(),
+            seconds=time.monotonic() - started,
+            resumed=offset > 0,
+            skipped=False,
+            verified=True,
+        )
+
+    def _verify(self, fs: RemoteFS, part: str, local: LocalFile, hashers: dict[str, _Hash]) -> None:
+        try:
+            now = os.stat(local.path)
+        except OSError:
+            now = None
+        if now is None or now.st_size != local.size or now.st_mtime_ns != local.mtime_ns:
+            raise IntegrityError(f"local file {local.path!r} changed while it was being uploaded; not renamed")
+        entry = fs.stat(part)
+        if entry is None or entry.size != local.size:
+            got = "nothing" if entry is None else f"{entry.size} bytes"
+            message = f"{part}: the server has {got} after the upload, expected {local.size} bytes"
+            if entry is not None and entry.size is not None and 0 < entry.size < local.size:
+                raise _ShortUpload(message + "; the partial is kept for a resume")
+            raise IntegrityError(message)
+        if self.opts.verify != "checksum":
+            return
+        remote_sum = self._remote_checksum(fs, part)
+        if remote_sum is None:
+            raise ConfigurationError(
+                f"verify='checksum': the server offers no checksum command (HASH/XSHA256 or SFTP check-file) "
+                f"for {part!r}; use verify='size'"
+            )
+        algorithm, remote_hex = remote_sum
+        if algorithm in hashers:
+            local_hex = hashers[algorithm].hexdigest()
+        else:
+            # First file on this connection with a non-sha256 server digest: one extra local pass.
+            local_hex = _local_digest(local.path, algorithm, self.shared.cancel)
+        if local_hex != remote_hex:
+            raise IntegrityError(
+                f"{part}: the server's {algorithm} is {remote_hex}, the local file's is {local_hex}; not renamed"
+            )
+
+    def _delete_source(self, local: LocalFile) -> None:
+        try:
+            os.unlink(local.path)
+        except OSError as exc:
+            raise LocalPathError(
+                f"uploaded {local.path!r} but could not delete it (delete_source=True): {exc.strerror}",
+                path=local.path,
+            ) from None
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class _Run:
+    """Workers pulling files from one queue, one connection each."""
+
+    def __init__(
+        self,
+        plan: UploadPlan,
+        connect: Callable[[], RemoteFS],
+        shared: _Shared,
+        workers: int,
+        replan: Callable[[str], UploadPlan] | None = None,
+    ) -> None:
+        self.replan = replan
+        self.plan = plan
+        self.connect = connect
+        self.shared = shared
+        self.workers = workers
+        self.queue: queue.SimpleQueue[PlannedFile] = queue.SimpleQueue()
+        self.records: list[TransferRecord] = []
+        self.errors: list[tuple[PlannedFile | None, BaseException]] = []
+        self.connected = 0
+        self._lock = threading.Lock()
+
+    def _fail(self, item: PlannedFile | None, exc: BaseException) -> None:
+        with self._lock:
+            self.errors.append((item, exc))
+        retryable = isinstance(exc, SecureTransferError) and exc.retryable
+        if not retryable or isinstance(exc, RemoteStorageFullError):
+            self.shared.cancel.set()
+
+    def _release(self, conn: _Connection) -> None:
+        """Close *conn* (if open) and stop counting it."""
+        if conn.fs is not None:
+            conn.drop()
+            with self._lock:
+                self.connected -= 1
+
+    def worker(self, conn: _Connection, *, may_requeue: bool = False) -> None:
+        """Upload files from the queue over *conn* until it is empty or the run is cancelled.
+
+        :param may_requeue: when this worker cannot connect (a transport error, e.g. the
+            server's per-user session limit), give the file back to the others instead of failing.
+        """
+        try:
+            while not self.shared.cancel.is_set():
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    return
+                if conn.fs is None:
+                    try:
+                        conn.get()
+                    except Exception as exc:
+                        if isinstance(exc, TransportError) and may_requeue:
+                            # The server takes fewer connections than asked: carry on with the others
+                            # (execute() drains the queue if they finished before this item went back).
+                            self.shared.log.warning("could not open another connection (%s); continuing", exc)
+                            self.queue.put(item)
+                            return
+                        self._fail(item, exc)
+                        self.shared.cancel.set()  # no connection left to carry on with
+                        return
+                    with self._lock:
+                        self.connected += 1
+                try:
+                    record = _FileUpload(item, conn, self.shared).run()
+                except _Cancelled:
+                    return  # the connection is mid-transfer: closed below, never reused
+                except Exception as exc:
+                    if _caused_by_cancel(exc):
+                        return
+                    if isinstance(exc, TransportError):
+                        self._release(conn)  # the session is broken; reconnect for the next file
+                    _name_the_file(exc, item)
+                    self._fail(item, exc)
+                    continue
+                with self._lock:
+                    self.records.append(record)
+                self.shared.progress.file_done()
+                self.shared.log.debug(
+                    "%s %s -> %s (%d bytes sent%s)",
+                    "skipped" if record.skipped else "uploaded",
+                    record.local_path,
+                    record.remote_path,
+                    record.bytes,
+                    ", resumed" if record.resumed else "",
+                )
+        finally:
+            self._release(conn)
+
+    def execute(self) -> None:
+        first = _Connection(self.connect)
+        try:
+            fs = first.get()
+            plan = self.plan
+            home = getattr(fs, "home", "/")
+            if self.replan is not None and isinstance(home, str) and home not in ("", "/"):
+                plan = self.replan(home)
+            if plan.target_may_be_dir:
+                plan = _retarget_single(first, plan)
+        except BaseException:
+            first.drop()
+            raise
+        self.connected = 1
+        for item in sorted(plan.files, key=lambda p: -p.local.size):  # largest first balances the workers
+            self.queue.put(item)
+        if self.workers <= 1:
+            self.worker(first)
+        else:
+            self._parallel(first)
+        if not self.shared.cancel.is_set() and not self.queue.empty():
+            # A worker that could not connect put its file back after the others had finished:
+            # one more connection, and this time a failure to connect is the run's error.
+            self.worker(_Connection(self.connect))
+
+    def _parallel(self, first: _Connection) -> None:
+        conns = [first] + [_Connection(self.connect) for _ in range(self.workers - 1)]
+        remaining = [len(conns)]
+        all_done = threading.Event()
+
+        def run_worker(conn: _Connection, may_requeue: bool) -> None:
+            try:
+                self.worker(conn, may_requeue=may_requeue)
+            finally:
+                with self._lock:
+                    remaining[0] -= 1
+                    if remaining[0] == 0:
+                        all_done.set()
+
+        try:
+            for i, conn in enumerate(conns, 1):
+                threading.Thread(target=run_worker, args=(conn, i > 1), name=f"upload-{i}", daemon=True).start()
+            # Event.wait, not Thread.join: an exception raised in this thread while it waits (a task
+            # timeout, SIGTERM, Ctrl-C) can leave Thread.join's internal lock held, hanging the cleanup.
+            while not all_done.wait(1.0):
+                self.shared.progress.tick()
+        except BaseException:
+            # KeyboardInterrupt, a task timeout, SIGTERM: stop the workers, wait until each closed its connection.
+            self.shared.cancel.set()
+            all_done.wait()
+            raise
+
+
+def _name_the_file(exc: BaseException, item: PlannedFile) -> None:
+    """Make sure a per-file error's message says which file (transports may name only the server)."""
+    if not isinstance(exc, SecureTransferError) or len(exc.args) != 1 or not isinstance(exc.args[0], str):
+        return
+    message = exc.args[0]
+    if item.remote in message or item.local.path in message:
+        return
+    # Same exception object (class, retryable flag, path, cause, traceback): only its text grows.
+    exc.args = (f"{message} (uploading {item.local.path} to {item.remote})",)
+
+
+def _retarget_single(conn: _Connection, plan: UploadPlan) -> UploadPlan:
+    """Put a single file inside ``remote_path`` when that is an existing remote directory."""
+    (item,) = plan.files
+    entry = conn.get().stat(item.remote)
+    if entry is None or not entry.is_dir:
+        return plan
+    name = _remote_name(posixpath.basename(item.local.path), item.local.path)
+    remote = resolve_remote(posixpath.join(item.remote, name), plan.remote_root)
+    return UploadPlan((PlannedFile(item.local, remote),), remote_root=plan.remote_root)
+
+
+def upload(
+    connect: Callable[[], RemoteFS],
+    local_path: LocalSource,
+    remote_path: str,
+    *,
+    overwrite: str = "replace",
+    create_dirs: bool = True,
+    verify: str = "size",
+    delete_source: bool = False,
+    max_connections: int = 4,
+    remote_root: str | None = None,
+    log: Log | None = None,
+    progress_interval: float = 5.0,
+) -> list[TransferRecord]:
+    """Upload *local_path* to *remote_path*; return one record per file.
+
+    :param connect: opens a new connected client (called once per connection used).
+    :param local_path: a file, a directory (recursive), a glob, or a list of these.
+    :param remote_path: the target file for a single file, else the target directory
+        (a trailing ``/`` always means a directory).
+    :param overwrite: ``"replace"`` (default), ``"skip_identical"`` or ``"fail"``.
+    :param create_dirs: create missing remote parent directories (default: yes).
+    :param verify: ``"size"`` (default, always done) or ``"checksum"`` (also a
+        server-side digest; an error when the server offers none).
+    :param delete_source: delete each local file after its verified upload ("move").
+    :param max_connections: most connections used at once; each serves many files.
+    :param remote_root: no remote path may resolve outside this directory.
+    :param log: logger for progress and the summary (default: this module's).
+    :param progress_interval: longest time between progress messages, in seconds.
+    :returns: records in plan order (a file that failed has none).
+    :raises SecureTransferError: the first error (non-retryable ones first); files
+        already uploaded stay uploaded, an interrupted file's partial stays for resume.
+    """
+    validate_options(overwrite=overwrite, verify=verify, max_connections=max_connections)
+    log = log or logger
+    local_files = expand_local(local_path)
+    plan = plan_upload(local_path, remote_path, remote_root=remote_root, local_files=local_files)
+    replan: Callable[[str], UploadPlan] | None = None
+    if not remote_path.startswith("/") and not remote_root:
+        # Relative to the login directory, which is known once connected (FTP PWD, SFTP realpath(".")).
+        def replan(cwd: str) -> UploadPlan:
+            return plan_upload(local_path, remote_path, cwd=cwd, local_files=local_files)
+
+    total = len(plan.files)
+    workers = max(1, min(max_connections, total))
+    progress = Progress(total, plan.total_bytes, log, interval=progress_interval)
+    shared = _Shared(_Options(overwrite, bool(create_dirs), verify, bool(delete_source)), progress, log)
+    log.info(
+        "uploading %d file(s), %s, to %s over up to %d connection(s)",
+        total,
+        _fmt_bytes(plan.total_bytes),
+        remote_path,
+        workers,
+    )
+    if not plan.files:
+        log.info("nothing to upload: %s contains no files", local_path)
+        return []
+    run = _Run(plan, connect, shared, workers, replan)
+    started = time.monotonic()
+    try:
+        run.execute()
+    finally:
+        order = {p.local.path: i for i, p in enumerate(plan.files)}
+        run.records.sort(key=lambda r: order.get(r.local_path, math.inf))
+        log.info("%s", summary_table(run.records, time.monotonic() - started, failed=len(run.errors)))
+    if run.errors:
+        for item, exc in run.errors:
+            log.error("failed: %s: %s", item.local.path if item else "(connect)", exc)
+        first = next(
+            (e for _, e in run.errors if not (isinstance(e, SecureTransferError) and e.retryable)),
+            run.errors[0][1],
+        )
+        if len(run.errors) > 1:
+            first.add_note(f"{len(run.errors)} of {total} files failed; see the log for each")
+        raise first
+    if len(run.records) != total:  # pragma: no cover - a worker stopped without an error
+        raise TransportError(f"only {len(run.records)} of {total} files were uploaded")
+    return run.records

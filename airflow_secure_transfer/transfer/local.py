@@ -1,0 +1,190 @@
+"""Expand local sources (files, directory trees, globs, lists of these) into files to send.
+
+Rules, all checked before a single byte goes out:
+
+* a missing source, a glob that matches nothing, a dangling symlink and an
+  unreadable directory raise :class:`~airflow_secure_transfer.exceptions.LocalPathError`
+  (not retryable: running again will not make the file appear... unless it does,
+  which is the scheduler's business, not a retry's);
+* FIFOs, character and block devices and sockets are refused: reading a FIFO
+  blocks forever and a device never ends;
+* symlinks to files and directories are followed; a symlink loop (``a -> b -> a``,
+  or a directory link pointing at one of its own ancestors) is an error rather
+  than an endless walk;
+* two different local files that would land on the same remote name are an error
+  (one would silently overwrite the other).
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import os
+import stat
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from airflow_secure_transfer.exceptions import ConfigurationError, LocalPathError
+
+__all__ = ["LocalFile", "LocalSource", "expand_local"]
+
+#: What callers may pass as ``local_path``.
+LocalSource = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
+
+#: Deeper trees than this are almost certainly a loop that the inode check missed (bind mounts).
+_MAX_DEPTH = 256
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """One regular file to send."""
+
+    #: Absolute path as listed (symlinks not resolved, so records show what the user named).
+    path: str
+    #: POSIX path relative to the target directory (``"sub/a.csv"``).
+    relpath: str
+    size: int
+    mtime_ns: int
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _stat(path: str) -> os.stat_result:
+    """``os.stat`` (following symlinks) with errors turned into :class:`LocalPathError`."""
+    try:
+        return os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise LocalPathError(f"local path {path!r} is a symlink loop", path=path) from None
+        if exc.errno == errno.ENOENT:
+            if os.path.islink(path):
+                target = os.readlink(path)
+                raise LocalPathError(
+                    f"local path {path!r} is a symlink to {target!r}, which does not exist", path=path
+                ) from None
+            raise LocalPathError(f"local path {path!r} does not exist", path=path) from None
+        raise LocalPathError(f"cannot stat local path {path!r}: {exc.strerror}", path=path) from None
+
+
+def _walk(top: str, prefix: str, ancestors: tuple[tuple[int, int], ...], out: list[LocalFile]) -> None:
+    """Append every regular file under directory *top* (symlinks followed) to *out*."""
+    if len(ancestors) > _MAX_DEPTH:
+        raise LocalPathError(f"directory tree under {top!r} is deeper than {_MAX_DEPTH} levels", path=top)
+    try:
+        with os.scandir(top) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as exc:
+        raise LocalPathError(f"cannot list local directory {top!r}: {exc.strerror}", path=top) from None
+    for entry in entries:
+        path = os.path.join(top, entry.name)
+        st = _stat(path)
+        rel = f"{prefix}{entry.name}"
+        if stat.S_ISDIR(st.st_mode):
+            ident = (st.st_dev, st.st_ino)
+            if ident in ancestors:
+                raise LocalPathError(f"symlink loop: {path!r} leads back to one of its parent directories", path=path)
+            _walk(path, rel + "/", (*ancestors, ident), out)
+        elif stat.S_ISREG(st.st_mode):
+            out.append(LocalFile(path, rel, st.st_size, st.st_mtime_ns))
+        else:
+            raise LocalPathError(f"local path {path!r} is {_kind(st.st_mode)}; only regular files are sent", path=path)
+
+
+def _glob_base(pattern: str) -> str:
+    """Return the leading part of *pattern* that has no glob magic (the base of relative names)."""
+    parts = PurePosixPath(pattern).parts if os.sep == "/" else tuple(pattern.split(os.sep))
+    static: list[str] = []
+    for part in parts[:-1]:
+        if glob.has_magic(part):
+            break
+        static.append(part)
+    return os.path.join(*static) if static else "."
+
+
+def _expand_one(item: str, out: list[LocalFile]) -> bool:
+    """Expand one source into *out*; return whether it was a single plain file."""
+    path = os.path.abspath(os.path.expanduser(item))
+    if glob.has_magic(item) and not os.path.lexists(path):
+        base = os.path.abspath(_glob_base(os.path.expanduser(item)))
+        matches = sorted(glob.glob(path, recursive=True))
+        if not matches:
+            raise LocalPathError(f"local pattern {item!r} matches no file", path=item)
+        for match in matches:
+            st = _stat(match)
+            rel = os.path.relpath(match, base).replace(os.sep, "/")
+            if stat.S_ISDIR(st.st_mode):
+                _walk(match, rel + "/", ((st.st_dev, st.st_ino),), out)
+            elif stat.S_ISREG(st.st_mode):
+                out.append(LocalFile(match, rel, st.st_size, st.st_mtime_ns))
+            else:
+                raise LocalPathError(
+                    f"local path {match!r} is {_kind(st.st_mode)}; only regular files are sent", path=match
+                )
+        return False
+    st = _stat(path)
+    if stat.S_ISDIR(st.st_mode):
+        _walk(path, "", ((st.st_dev, st.st_ino),), out)
+        return False
+    if stat.S_ISREG(st.st_mode):
+        out.append(LocalFile(path, os.path.basename(path), st.st_size, st.st_mtime_ns))
+        return True
+    raise LocalPathError(f"local path {path!r} is {_kind(st.st_mode)}; only regular files are sent", path=path)
+
+
+def _items(local_path: LocalSource) -> tuple[list[str], bool]:
+    if isinstance(local_path, (str, os.PathLike)):
+        return [os.fspath(local_path)], True
+    if isinstance(local_path, Iterable) and not isinstance(local_path, (bytes, bytearray)):
+        items = []
+        for item in local_path:
+            if not isinstance(item, (str, os.PathLike)):
+                raise ConfigurationError(f"local_path items must be strings, got {type(item).__name__}")
+            items.append(os.fspath(item))
+        return items, False
+    raise ConfigurationError(f"local_path must be a path or a list of paths, got {type(local_path).__name__}")
+
+
+def expand_local(local_path: LocalSource) -> tuple[list[LocalFile], bool]:
+    """Expand *local_path* into the regular files to send.
+
+    :param local_path: a file, a directory (sent recursively, its *contents* land
+        in the target directory), a glob (``*``, ``?``, ``[...]``, ``**`` recursive;
+        names keep their path relative to the pattern's fixed leading directories),
+        or a list of these. A path that exists literally is never read as a glob.
+    :returns: the files in a stable order, and whether *local_path* named exactly one
+        plain file (then ``remote_path`` may name the target file itself).
+    :raises LocalPathError: missing source, special file, symlink loop.
+    :raises ConfigurationError: a list item of the wrong type, or two files that
+        would land on the same remote name.
+    """
+    items, single_item = _items(local_path)
+    if not items:
+        raise ConfigurationError("local_path is an empty list")
+    files: list[LocalFile] = []
+    single = False
+    for item in items:
+        if not item:
+            raise ConfigurationError("local_path contains an empty path")
+        single = _expand_one(item, files)
+    unique: dict[str, LocalFile] = {}
+    for f in files:
+        seen = unique.get(f.relpath)
+        if seen is None:
+            unique[f.relpath] = f
+        elif os.path.realpath(seen.path) != os.path.realpath(f.path):
+            raise ConfigurationError(
+                f"local files {seen.path!r} and {f.path!r} would both be uploaded as {f.relpath!r}; "
+                "upload them to different remote directories"
+            )
+    return list(unique.values()), single_item and single and len(unique) == 1
