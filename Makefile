@@ -40,6 +40,20 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
+# --- benchmarks (bench/run.py, BENCHMARKS.md) -------------------------------------------------
+# make bench        full run (< 20 min on 2 idle cores): bench/results/<timestamp>/ + BENCHMARKS.md tables
+# make bench-smoke  tiny sizes, 1 repetition (< 2 min; CI): fails only if a case errors unexpectedly
+# Both start their own loopback servers (sshd, vsftpd, pyftpdlib) from tests/servers; sshd/vsftpd need
+# root and the Debian packages (system-deps installs openssh-client/-server, vsftpd, curl, lftp).
+# Extra options: make bench BENCH_ARGS="--size-mib 64 --reps 3"   (see .venv/bin/python bench/run.py -h)
+BENCH_ARGS ?=
+
+bench: $(STAMP) system-deps
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+bench-smoke: $(STAMP) system-deps
+	$(PY) bench/run.py --smoke $(BENCH_ARGS)
+
 # Regenerate the pinned versions from the current venv (after changing dependencies).
 constraints: $(STAMP)
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt

@@ -684,7 +684,7 @@ class FTPSClient:
         except (OSError, EOFError) as exc:
             with contextlib.suppress(Exception):
                 conn.close()
-            reply = self._reply_after_failure()
+            reply = self._reply_after_failure(what, path)
             if reply is not None:
                 raise reply from exc
             raise
@@ -693,7 +693,7 @@ class FTPSClient:
                 conn.close()
             # The server still sends a final reply (426/451); read it so the control
             # connection stays usable, or mark it broken.
-            if self._reply_after_failure() is None:
+            if self._reply_after_failure(what, path) is None:
                 self._broken = self._broken or f"aborted {what}"
             raise
         else:
@@ -706,14 +706,15 @@ class FTPSClient:
                     pass
             conn.close()
 
-    def _reply_after_failure(self) -> SecureTransferError | None:
+    def _reply_after_failure(self, what: str, path: str) -> SecureTransferError | None:
+        """Read the final reply of a failed transfer; return it as an error naming *path*, if any."""
         ftp = self._ftp
         if ftp is None or ftp.sock is None:
             return None
         try:
             resp = ftp.getresp()
         except ftplib.Error as exc:
-            return self._ftp_error(exc, "transfer", None)
+            return self._ftp_error(exc, what, path)
         except (OSError, EOFError):
             self._broken = self._broken or "no reply after a failed transfer"
             return None

@@ -243,7 +243,7 @@ def test_ids_found_in_dag_source() -> None:
     assert conn_ids_in_source("def broken(:") == set()
 
 
-def test_secret_echoed_by_policy_is_redacted() -> None:
+def test_invalid_client_key_is_reported_without_its_value() -> None:
     record = ConnectionRecord(
         conn_id="c",
         conn_type="secure_ftps",
@@ -254,7 +254,8 @@ def test_secret_echoed_by_policy_is_redacted() -> None:
     )
     (finding,) = audit_connection(record)
     assert finding.rule.id == "STX106"
-    assert KEY_MATERIAL not in finding.message and "***" in finding.message
+    assert "client_key" in finding.message
+    assert KEY_MATERIAL not in finding.message and PASSWORD not in finding.message
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,276 @@
+"""``SecureSFTPHook``: an Airflow connection -> validated settings -> a verified SFTP client.
+
+The hook is thin: :func:`~airflow_secure_transfer.security.policy.parse_sftp_settings`
+decides what a connection may say, :class:`~airflow_secure_transfer.transfer.sftp.SFTPClient`
+does the protocol (asyncssh on a private event loop), and the upload engine does
+atomic, verified, resumable uploads.
+
+What it takes from the stock ``apache-airflow-providers-sftp`` / ``-ssh``: the
+connection types ``sftp`` and ``ssh`` (accepted, validated under our policy, so
+safe connections migrate unchanged), the extras' names and meaning (``host_key``,
+``key_file``, ``private_key``, ``private_key_passphrase``, ``conn_timeout``, the
+legacy ``timeout``, ``compress``), ``private_key`` text with literal ``\\n``, and the
+local user name as the login when none is set. What it leaves out on purpose:
+``no_host_key_check`` / ``allow_host_key_change`` (refused with a message saying how
+to pin the key), the system and user known_hosts files, ``~/.ssh/config``
+(``ProxyCommand``, ``IdentityFile``), ``look_for_keys`` and the SSH agent,
+connection retries (a wrong host key fails once, at once), zlib compression by
+default, and a connection per ``store_file``. It does not inherit ``SSHHook``:
+that class offers exactly the switches our policy forbids.
+
+``asyncssh``, ``paramiko`` and the client are imported only when a connection is
+opened, so importing this module (DAG parsing, the providers manager) stays light.
+The constructor does no network or database I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import posixpath
+import uuid
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from airflow.sdk import BaseHook
+
+from airflow_secure_transfer.exceptions import LocalPathError, SecureTransferError
+from airflow_secure_transfer.security.policy import parse_sftp_settings
+from airflow_secure_transfer.transfer.paths import resolve_remote
+
+if TYPE_CHECKING:
+    from airflow_secure_transfer.security.policy import SFTPSettings
+    from airflow_secure_transfer.transfer.base import TransferRecord
+    from airflow_secure_transfer.transfer.sftp import SFTPClient
+
+__all__ = ["SecureSFTPHook"]
+
+_SECRET_EXTRAS = ("private_key", "private_key_passphrase")
+
+
+def _mask(secret: object) -> None:
+    """Register *secret* with Airflow's log masker (task logs and the supervisor's)."""
+    if not isinstance(secret, str) or not secret:
+        return
+    from airflow.sdk.log import mask_secret
+
+    mask_secret(secret)
+
+
+class SecureSFTPHook(BaseHook):
+    """Interact with an SFTP server whose host key is pinned, over secure algorithms only.
+
+    :param sftp_conn_id: the connection (type ``secure_sftp``, ``sftp`` or ``ssh``); read when first needed.
+    """
+
+    conn_name_attr = "sftp_conn_id"
+    default_conn_name = "secure_sftp_default"
+    conn_type = "secure_sftp"
+    hook_name = "Secure SFTP"
+
+    def __init__(self, sftp_conn_id: str = default_conn_name, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sftp_conn_id = sftp_conn_id
+        self._settings: SFTPSettings | None = None
+        self._client: SFTPClient | None = None
+
+    # ------------------------------------------------------------------ connection
+
+    def get_settings(self) -> SFTPSettings:
+        """Read the connection and validate it (strictly) into :class:`SFTPSettings`; cached.
+
+        The password, private key and passphrase are registered with Airflow's secrets
+        masker before anything else happens.
+
+        :raises ConfigurationError: unknown extra, malformed value, wrong connection type.
+        :raises SecurityPolicyError: a setting that would weaken security (no host key pinned,
+            ``no_host_key_check``, ``allow_host_key_change``, a DSA key...).
+        """
+        if self._settings is None:
+            conn = self.get_connection(self.sftp_conn_id)
+            _mask(conn.password)
+            extras = conn.extra_dejson
+            if isinstance(extras, dict):
+                for key in _SECRET_EXTRAS:
+                    _mask(extras.get(key))
+            settings = parse_sftp_settings(
+                conn_type=conn.conn_type,
+                host=conn.host,
+                port=conn.port,
+                login=conn.login,
+                password=conn.password,
+                extras=extras,
+            )
+            _mask(settings.private_key)  # normalised text (literal "\n" replaced)
+            self._settings = settings
+        return self._settings
+
+    def get_fs(self) -> SFTPClient:
+        """Open a new connected, authenticated client; the caller closes it (``with hook.get_fs() as fs:``).
+
+        :raises VerificationError: the server's host key is not the pinned one (nothing was sent).
+        :raises AuthenticationError: the login was refused.
+        """
+        from airflow_secure_transfer.transfer.sftp import SFTPClient
+
+        return SFTPClient(self.get_settings())
+
+    def get_conn(self) -> SFTPClient:
+        """Return the hook's own client (opened on first use, reused by the convenience methods)."""
+        client = self._client
+        if client is None or client.closed:
+            client = self._client = self.get_fs()
+        return client
+
+    def close_conn(self) -> None:
+        """Close the hook's own client, if open."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def __enter__(self) -> SecureSFTPHook:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_conn()
+
+    def _remote(self, path: str) -> str:
+        settings = self.get_settings()
+        if path.startswith("/") or settings.remote_root:
+            return resolve_remote(path, settings.remote_root)
+        return resolve_remote(path, None, cwd=self.get_conn().home)
+
+    # ------------------------------------------------------------------ convenience (stock SFTPHook names)
+
+    def store_file(
+        self,
+        remote_full_path: str,
+        local_full_path_or_buffer: str | os.PathLike[str] | IO[bytes],
+        *,
+        overwrite: str = "replace",
+    ) -> list[TransferRecord] | None:
+        """Upload a local file (or a binary buffer) to *remote_full_path*, atomically.
+
+        A path goes through the upload engine (temporary name, size check, rename; a new
+        connection). A buffer is written to a temporary name on the hook's connection, then
+        renamed into place.
+        """
+        remote = self._remote(remote_full_path)
+        if isinstance(local_full_path_or_buffer, (str, os.PathLike)):
+            from airflow_secure_transfer.transfer.engine import upload
+
+            local = os.fspath(local_full_path_or_buffer)
+            if not Path(local).is_file():
+                raise LocalPathError(f"{local} is not a file", path=local)
+            return upload(
+                self.get_fs,
+                local,
+                remote,
+                overwrite=overwrite,
+                max_connections=1,
+                remote_root=self.get_settings().remote_root,
+            )
+        client = self.get_conn()
+        name = f".{posixpath.basename(remote)}.{uuid.uuid4().hex[:12]}.part"
+        partial = posixpath.join(posixpath.dirname(remote), name)
+        try:
+            client.write_from(partial, local_full_path_or_buffer)
+            client.rename(partial, remote)
+        except SecureTransferError:
+            with contextlib.suppress(SecureTransferError):
+                client.remove(partial)
+            raise
+        return None
+
+    def retrieve_file(
+        self,
+        remote_full_path: str,
+        local_full_path_or_buffer: str | os.PathLike[str] | IO[bytes],
+    ) -> int:
+        """Download *remote_full_path* into a local file (written then renamed) or a binary buffer; return bytes."""
+        remote = self._remote(remote_full_path)
+        client = self.get_conn()
+        if not isinstance(local_full_path_or_buffer, (str, os.PathLike)):
+            return client.read_to(remote, local_full_path_or_buffer)
+        target = Path(local_full_path_or_buffer)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
+        try:
+            with open(partial, "wb") as sink:
+                count = client.read_to(remote, sink)
+            os.replace(partial, target)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()
+        return count
+
+    def list_directory(self, path: str) -> list[str]:
+        """Return the names in the remote directory *path* (without ``.``/``..``), sorted."""
+        return sorted(posixpath.basename(e.path) for e in self.get_conn().listdir(self._remote(path)))
+
+    def create_directory(self, path: str) -> None:
+        """Create *path* and its missing parents (an existing directory is fine)."""
+        self.get_conn().makedirs(self._remote(path))
+
+    def delete_file(self, path: str) -> None:
+        """Delete the remote file *path*."""
+        self.get_conn().remove(self._remote(path))
+
+    def rename(self, from_name: str, to_name: str) -> None:
+        """Rename a remote file, replacing the target (atomically where the server allows)."""
+        self.get_conn().rename(self._remote(from_name), self._remote(to_name))
+
+    def path_exists(self, path: str) -> bool:
+        """Return whether anything exists at the remote *path*."""
+        return self.get_conn().stat(self._remote(path)) is not None
+
+    def get_size(self, path: str) -> int | None:
+        """Return the size of the remote file *path*, or None if it does not exist."""
+        entry = self.get_conn().stat(self._remote(path))
+        return None if entry is None else entry.size
+
+    # ------------------------------------------------------------------ UI
+
+    def test_connection(self) -> tuple[bool, str]:
+        """Connect, verify the host key, log in and start SFTP; say what was negotiated.
+
+        :returns: ``(True, "Connected to host:port as LOGIN; host key ssh-ed25519 SHA256:...; kex ...;
+            cipher ...")`` or ``(False, reason)`` with the real reason (e.g. the presented and the
+            expected fingerprint). Never a traceback, never a secret.
+        """
+        try:
+            settings = self.get_settings()
+        except SecureTransferError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # the UI shows the message, not a traceback
+            return False, f"cannot read connection {self.sftp_conn_id!r}: {type(exc).__name__}: {exc}"
+        where = f"{settings.host}:{settings.port}"
+        try:
+            from airflow_secure_transfer.transfer.sftp import SFTPClient
+
+            with SFTPClient(settings) as client:
+                info = client.info
+                trusted_by = "host_key pin" if settings.host_keys else "known_hosts"
+                if settings.host_keys and settings.known_hosts:
+                    trusted_by = "host_key pin / known_hosts"
+                parts = [
+                    f"Connected to {where} as {info.login}",
+                    f"host key {info.host_key.describe()} (trusted by {trusted_by})",
+                    f"kex {info.kex}",
+                    f"cipher {info.cipher}" + ("" if _aead(info.cipher) else f" + {info.mac}"),
+                    f"server {info.server_version}",
+                    f"home {client.home}",
+                    f"atomic rename: {'yes (posix-rename)' if info.atomic_rename else 'no'}",
+                ]
+            return True, "; ".join(parts)
+        except SecureTransferError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # the UI shows the message, not a traceback
+            text = str(exc)
+            for secret in (settings.password, settings.private_key_passphrase):
+                if secret:
+                    text = text.replace(secret, "***")
+            return False, f"{where}: unexpected {type(exc).__name__}: {text}"
+
+
+def _aead(cipher: str) -> bool:
+    return "gcm" in cipher or "poly1305" in cipher
