@@ -1,0 +1,1266 @@
+"""Attack tools for the security tier: a recording/fault relay, relayed and quota FTPS servers,
+hostile scripted FTP/SSH servers, custom SFTP servers, and leak detectors.
+
+Everything listens on loopback only (``127.0.0.1``/``127.0.0.2``), on ports chosen at run time.
+
+:class:`Relay`
+    A TCP relay with several routes (``kind`` = ``"control"``, ``"data"`` or ``"ssh"``) that records
+    every byte in both directions of every connection, and can inject one :class:`Fault` (close,
+    stall or half-close a connection when the client has sent N bytes on the transfer connections).
+
+:func:`run_relayed_pyftpd`
+    How the data connections of FTPS are captured although the passive port is announced inside TLS
+    (a proxy cannot rewrite the ``229``/``227`` reply): the pyftpdlib server runs on ``127.0.0.2``
+    with a fixed set of passive ports ``P1..Pn``; the relay listens on ``127.0.0.1:<control>`` and on
+    ``127.0.0.1:P1..Pn`` and forwards each to ``127.0.0.2``. The client connects to ``127.0.0.1``
+    (the certificate's SAN) and opens its data connections to *the control connection's peer address*
+    (it ignores the address in a ``227`` reply) at the announced port: that is the relay. Nothing in
+    the client is patched. Optional server faults: a storage quota that answers ``552``/``452``
+    (like proftpd's quota module / a full disk), read-only permissions (``550``).
+
+:class:`ScriptServer`
+    A tiny threaded TCP server that runs a *script* per connection: silent, drip one byte at a time,
+    endless replies, garbage, TLS then misbehaving... (FTP and SSH flavours below).
+
+:func:`run_custom_sftp`
+    An asyncssh SFTP server (own event loop thread) with a chosen ``sftp_factory`` (quota, permission
+    denied, never answering) and algorithm lists, which records connections and authentication attempts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import os
+import secrets
+import socket
+import ssl
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import asyncssh
+
+from tests.servers import HOST, FTPSServer, SFTPServer, wait_listening
+from tests.servers.pki import ServerPKI
+from tests.servers.sftp_asyncssh import ClientKeys, host_key_line, known_hosts_for
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from pyftpdlib.authorizers import DummyAuthorizer
+    from pyftpdlib.exceptions import _FileReadWriteError
+    from pyftpdlib.filesystems import AbstractedFS
+    from pyftpdlib.handlers.ftp.data import DTPHandler
+    from pyftpdlib.ioloop import IOLoop
+    from pyftpdlib.log import logger as ftpd_logger
+    from pyftpdlib.servers import FTPServer
+
+    from tests.servers.pyftpd import (
+        _HASH_CMDS,
+        ImplicitTLSHandler,
+        PyFTPDThread,
+        ReuseRequiredDTPHandler,
+        SecureTestFTPHandler,
+        _ssl_context,
+    )
+
+SERVER_HOST = "127.0.0.2"  # where relayed servers really listen (the relay takes 127.0.0.1)
+
+# =============================================================================== relay
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One fault to inject.
+
+    :param at: fire when the client has sent this many bytes (counted from :meth:`Relay.arm`) on the
+        connections of kind *trigger*.
+    :param target: the kind of connection hit (``"data"``, ``"control"``, ``"ssh"``); every open one.
+    :param action: ``"close"`` (both sockets shut at once, mid-stream), ``"stall"`` (stop reading and
+        forwarding *direction*, keep the sockets open: a black hole, the sender's buffers fill up and the
+        receiver hears nothing more), ``"half_close"`` (send a FIN to the receiver of *direction*, read
+        nothing more in that direction; once the receiver closes too, the connection is reset).
+    :param direction: ``"c2s"`` or ``"s2c"`` (for stall / half_close; a close cuts both).
+    :param trigger: kind whose client->server bytes count (default: ``"data"`` for FTPS, ``"ssh"``).
+    """
+
+    at: int
+    target: str
+    action: str = "close"
+    direction: str = "c2s"
+    trigger: str = "data"
+
+    def describe(self) -> str:
+        what = self.action if self.action == "close" else f"{self.action} {self.direction}"
+        return f"{what} {self.target} at {self.at} B ({self.trigger} c2s)"
+
+
+class RelayConn:
+    """One relayed TCP connection and what passed through it."""
+
+    def __init__(self, kind: str, index: int, client: socket.socket, server: socket.socket, record: bool) -> None:
+        self.kind = kind
+        self.index = index
+        self.client = client
+        self.server = server
+        #: bytes read from each side (what the sender sent, whether forwarded or dropped)
+        self.received = {"c2s": 0, "s2c": 0}
+        self.data: dict[str, bytearray] | None = {"c2s": bytearray(), "s2c": bytearray()} if record else None
+        #: half-closed directions: still read, dropped (the peer got a FIN)
+        self.blocked: set[str] = set()
+        #: stalled directions: no longer read at all (a black hole: the sender's buffers fill up)
+        self.stalled: set[str] = set()
+        self.killed = threading.Event()
+        self.pumps_left = 2
+
+    @property
+    def closed(self) -> bool:
+        return self.killed.is_set()
+
+    def kill(self) -> None:
+        self.killed.set()
+        for s in (self.client, self.server):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()
+
+
+class Relay:
+    """A recording, fault-injecting TCP relay; see the module docstring.
+
+    :param record: keep every byte (False for large transfers: counters only).
+    """
+
+    def __init__(self, *, record: bool = True) -> None:
+        self.record = record
+        self.lock = threading.Lock()
+        self.conns: list[RelayConn] = []
+        self.fault: Fault | None = None
+        self.fired = threading.Event()
+        self._trigger_count = 0
+        self._listeners: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+
+    # ----------------------------------------------------------------- setup
+
+    def add_route(self, kind: str, target: tuple[str, int], listen: tuple[str, int] = (HOST, 0)) -> int:
+        """Listen on *listen* and forward each connection to *target*; return the listening port."""
+        lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lst.bind(listen)
+        lst.listen(32)
+        self._listeners.append(lst)
+        t = threading.Thread(target=self._accept, args=(lst, kind, target), name=f"relay-accept-{kind}", daemon=True)
+        self._threads.append(t)
+        t.start()
+        return int(lst.getsockname()[1])
+
+    def arm(self, fault: Fault | None) -> None:
+        """Inject *fault* (None: none) from now on; the byte count starts at zero."""
+        with self.lock:
+            self.fault = fault
+            self._trigger_count = 0
+            self.fired.clear()
+
+    def close(self) -> None:
+        self._stopping.set()
+        for lst in self._listeners:
+            with contextlib.suppress(OSError):
+                lst.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                lst.close()
+        with self.lock:
+            conns = list(self.conns)
+        for c in conns:
+            c.kill()
+        for t in list(self._threads):
+            t.join(timeout=5)
+
+    def __enter__(self) -> Relay:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- results
+
+    def captured(self, kind: str | None = None, direction: str | None = None) -> bytes:
+        """Every recorded byte of connections of *kind* (all: None) in *direction* (both: None)."""
+        out = bytearray()
+        with self.lock:
+            for c in self.conns:
+                if c.data is None or (kind is not None and c.kind != kind):
+                    continue
+                for d in ("c2s", "s2c"):
+                    if direction is None or d == direction:
+                        out += c.data[d]
+        return bytes(out)
+
+    def received(self, kind: str | None = None, direction: str = "c2s") -> int:
+        """Bytes read from the sender in *direction* on connections of *kind*, since the start."""
+        with self.lock:
+            return sum(c.received[direction] for c in self.conns if kind is None or c.kind == kind)
+
+    def count(self, kind: str | None = None) -> int:
+        with self.lock:
+            return sum(1 for c in self.conns if kind is None or c.kind == kind)
+
+    # ----------------------------------------------------------------- internals
+
+    def _accept(self, lst: socket.socket, kind: str, target: tuple[str, int]) -> None:
+        while not self._stopping.is_set():
+            try:
+                client, _ = lst.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(target, timeout=5)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            for s in (client, server):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            with self.lock:
+                conn = RelayConn(kind, len(self.conns), client, server, self.record)
+                self.conns.append(conn)
+            for src, dst, d in ((client, server, "c2s"), (server, client, "s2c")):
+                t = threading.Thread(target=self._pump, args=(conn, src, dst, d), name=f"relay-{kind}-{d}", daemon=True)
+                self._threads.append(t)
+                t.start()
+
+    def _fire(self, fault: Fault) -> None:
+        with self.lock:
+            targets = [c for c in self.conns if c.kind == fault.target and not c.closed]
+            for c in targets:
+                if fault.action == "stall":
+                    c.stalled.add(fault.direction)
+                elif fault.action == "half_close":
+                    # A forged FIN: the receiver sees the stream end; what the sender sends after it is
+                    # not acknowledged (not read: back-pressure), until the receiver closes and the
+                    # connection is reset.
+                    c.blocked.add(fault.direction)
+                    c.stalled.add(fault.direction)
+        for c in targets:
+            if fault.action == "close":
+                c.kill()
+            elif fault.action == "half_close":
+                receiver = c.server if fault.direction == "c2s" else c.client
+                with contextlib.suppress(OSError):
+                    receiver.shutdown(socket.SHUT_WR)
+        self.fired.set()
+
+    def _pump(self, conn: RelayConn, src: socket.socket, dst: socket.socket, d: str) -> None:
+        other = "s2c" if d == "c2s" else "c2s"
+        buf = bytearray(256 * 1024)
+        view = memoryview(buf)
+        try:
+            while True:
+                if d in conn.stalled:
+                    conn.killed.wait()  # a black hole: read nothing more, until the connection dies
+                    return
+                try:
+                    n = src.recv_into(buf)
+                except OSError:
+                    return
+                if n == 0:
+                    # EOF: pass it on. When the other direction is half-closed or stalled as well, the
+                    # connection is dead both ways (a real peer would answer further data with a reset).
+                    with contextlib.suppress(OSError):
+                        dst.shutdown(socket.SHUT_WR)
+                    if other in conn.blocked or other in conn.stalled:
+                        conn.kill()
+                    return
+                head = n
+                fire: Fault | None = None
+                with self.lock:
+                    conn.received[d] += n
+                    if conn.data is not None:
+                        conn.data[d] += view[:n]
+                    f = self.fault
+                    if f is not None and not self.fired.is_set() and d == "c2s" and conn.kind == f.trigger:
+                        room = f.at - self._trigger_count
+                        self._trigger_count += n
+                        if room <= n:
+                            head, fire = max(room, 0), f
+                    blocked = d in conn.blocked or d in conn.stalled or conn.closed
+                try:
+                    if fire is None:
+                        if not blocked:
+                            dst.sendall(view[:n])
+                        continue
+                    if head and not blocked:
+                        dst.sendall(view[:head])
+                    self._fire(fire)
+                    with self.lock:
+                        blocked = d in conn.blocked or d in conn.stalled or conn.closed
+                    if not blocked and head < n:
+                        dst.sendall(view[head:n])
+                except OSError:
+                    conn.kill()
+                    return
+        finally:
+            with self.lock:
+                conn.pumps_left -= 1
+                done = conn.pumps_left == 0
+            if done:
+                conn.kill()
+
+
+# =============================================================================== FTPS servers
+
+
+class QuotaFS(AbstractedFS):  # type: ignore[misc]  # pyftpdlib is untyped
+    """A filesystem whose writes fail with ``errno_`` once ``limit`` bytes were written in total.
+
+    Like a real full disk, the write that crosses the limit stores what fits, then fails.
+    """
+
+    limit: ClassVar[int | None] = None
+    errno_: ClassVar[int] = errno.ENOSPC
+    used: ClassVar[list[int]]
+
+    def open(self, filename: str, mode: str) -> Any:
+        f = super().open(filename, mode)
+        if "w" in mode or "a" in mode or "+" in mode:
+            return _QuotaFile(f, type(self))
+        return f
+
+
+class _QuotaFile:
+    def __init__(self, f: Any, fs: type[QuotaFS]) -> None:
+        self._f = f
+        self._fs = fs
+
+    def write(self, data: bytes) -> int:
+        limit = self._fs.limit
+        used = self._fs.used
+        if limit is not None and used[0] + len(data) > limit:
+            room = max(limit - used[0], 0)
+            if room:
+                self._f.write(data[:room])
+                self._f.flush()
+                used[0] += room
+            raise OSError(self._fs.errno_, os.strerror(self._fs.errno_))
+        used[0] += len(data)
+        return int(self._f.write(data))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._f, name)
+
+
+class StorageErrorDTPHandler(ReuseRequiredDTPHandler):
+    """Answer a failed file write with the reply a quota module / full disk gives (not pyftpdlib's 426)."""
+
+    #: errno -> reply
+    replies: ClassVar[dict[int, str]] = {
+        errno.EDQUOT: "552 Requested file action aborted: exceeded storage allocation (quota).",
+        errno.ENOSPC: "452 Requested action not taken: insufficient storage space.",
+    }
+
+    def handle_error(self) -> None:
+        try:
+            raise
+        except _FileReadWriteError as err:
+            # pyftpdlib wraps the OSError: _FileReadWriteError(err) has no errno of its own.
+            cause = err.__cause__ if isinstance(err.__cause__, OSError) else err
+            code = cause.errno or errno.EIO
+            reply = self.replies.get(code, f"451 {os.strerror(code)}.")
+            self._resp = (reply, ftpd_logger.info)
+            DTPHandler.close(self)  # not the TLS shutdown dance: the file write failed, the reply matters
+        except Exception:
+            super().handle_error()
+
+
+def _pick_passive_ports(count: int) -> list[int]:
+    """Return *count* ports P free both on ``127.0.0.1`` (the relay's side) and on :data:`SERVER_HOST`."""
+    ports: list[int] = []
+    attempts = 0
+    while len(ports) < count:
+        attempts += 1
+        if attempts > count * 20:
+            raise RuntimeError("could not find free passive ports on both loopback addresses")
+        probe = socket.socket()
+        probe.bind((SERVER_HOST, 0))
+        port = int(probe.getsockname()[1])
+        probe.close()
+        lst = socket.socket()
+        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            lst.bind((HOST, port))
+        except OSError:
+            lst.close()
+            continue
+        lst.close()  # the relay binds it again at once (SO_REUSEADDR)
+        ports.append(port)
+    return ports
+
+
+@contextlib.contextmanager
+def run_relayed_pyftpd(
+    root: Path,
+    pki: ServerPKI,
+    *,
+    tls_mode: str = "explicit",
+    relay: Relay | None = None,
+    perm: str = "elradfmwMT",
+    quota: int | None = None,
+    quota_errno: int = errno.EDQUOT,
+    allow_prot_p: bool = True,
+    offer_tls: bool = True,
+    passive_count: int = 6,
+    login: str = "ftpuser",
+    password: str | None = None,
+    data_target: tuple[str, int] | None = None,
+) -> Iterator[tuple[FTPSServer, Relay]]:
+    """Start pyftpdlib on ``127.0.0.2`` behind a :class:`Relay` that also carries every data connection.
+
+    :returns: the server as the client sees it (``host``/``port`` are the relay's) and the relay.
+    :param quota: total bytes the server stores before writes fail with *quota_errno* (reply ``552`` for
+        ``EDQUOT``, ``452`` for ``ENOSPC``).
+    :param perm: pyftpdlib permissions of the user (``"elr"``: read-only, STOR -> ``550``).
+    :param data_target: send the data connections there instead of to the server (a man in the middle
+        on the data path only: the control connection stays genuine).
+    """
+    password = password or secrets.token_urlsafe(16)
+    root.mkdir(parents=True, exist_ok=True)
+    own_relay = relay is None
+    relay = relay or Relay()
+    auth = DummyAuthorizer()
+    auth.add_user(login, password, str(root), perm=perm)
+    base = ImplicitTLSHandler if tls_mode == "implicit" else SecureTestFTPHandler
+    cmds = dict(base.proto_cmds)
+    cmds.update(_HASH_CMDS)
+    if not offer_tls:
+        for k in ("AUTH", "PBSZ", "PROT"):
+            cmds.pop(k, None)
+    ports = _pick_passive_ports(passive_count)
+    fs_class = type("QuotaFS_", (QuotaFS,), {"limit": quota, "errno_": quota_errno, "used": [0]})
+    command_log: list[str] = []
+    handler = type(
+        f"Relayed_{tls_mode}",
+        (base,),
+        {
+            "authorizer": auth,
+            "ssl_context": _ssl_context(pki),
+            "offer_tls": offer_tls,
+            "allow_prot_p": allow_prot_p,
+            "tls_control_required": offer_tls,
+            "tls_data_required": offer_tls,
+            "certfile": str(pki.cert_path),
+            "keyfile": str(pki.key_path),
+            "with_hash": True,
+            "proto_cmds": cmds,
+            "command_log": command_log,
+            "require_session_reuse": True,
+            "session_reuse_failures": [],
+            "banner": f"relayed pyftpdlib {tls_mode} ready",
+            "passive_ports": ports,
+            "masquerade_address": None,
+            "abstracted_fs": fs_class,
+            "dtp_handler": StorageErrorDTPHandler,
+            "timeout": 60,
+        },
+    )
+    server = FTPServer((SERVER_HOST, 0), handler, ioloop=IOLoop())
+    sport = int(server.socket.getsockname()[1])
+    runner = PyFTPDThread(server)
+    runner.thread.name = f"relayed-pyftpd-{sport}"
+    runner.start()
+    try:
+        wait_listening(SERVER_HOST, sport, timeout=5, alive=runner.thread.is_alive)
+        cport = relay.add_route("control", (SERVER_HOST, sport))
+        for p in ports:
+            relay.add_route("data", data_target or (SERVER_HOST, p), listen=(HOST, p))
+        info = FTPSServer(
+            kind="pyftpdlib",
+            host=HOST,
+            port=cport,
+            tls_mode=tls_mode,
+            login=login,
+            password=password,
+            ca_pem=pki.ca_pem,
+            cert_fingerprint=pki.cert_fingerprint,
+            writable_dir="/",
+            local_root=root,
+            server_root=root,
+            with_hash=True,
+            name=f"relayed_pyftpd_{tls_mode}",
+            command_log=command_log,
+        )
+        yield info, relay
+    finally:
+        if own_relay:
+            relay.close()
+        runner.stop()
+
+
+# =============================================================================== SFTP servers
+
+
+@dataclass
+class CustomSFTPServer(SFTPServer):
+    """An :class:`SFTPServer` that also counts TCP connections and every authentication request."""
+
+    connections: int = 0
+    #: ``(username, method)`` for every auth request received (``"begin"`` when userauth started).
+    auth_attempts: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _LoopThread:
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Any, timeout: float = 10) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@contextlib.contextmanager
+def run_custom_sftp(
+    root: Path,
+    keys: ClientKeys,
+    *,
+    sftp_server: type[asyncssh.SFTPServer] = asyncssh.SFTPServer,
+    host_key: asyncssh.SSHKey | None = None,
+    host_key_algorithms: Sequence[str] | None = None,
+    listen_options: dict[str, Any] | None = None,
+    login: str = "sftpuser",
+) -> Iterator[CustomSFTPServer]:
+    """Start an asyncssh SFTP server (chroot *root*) with a custom SFTP server class and SSH options."""
+    root.mkdir(parents=True, exist_ok=True)
+    key = host_key or asyncssh.generate_private_key("ssh-ed25519")
+    keypair: Any = key
+    if host_key_algorithms is not None:
+        keypair = asyncssh.load_keypairs([key])[0]
+        keypair.host_key_algorithms = [a.encode("ascii") for a in host_key_algorithms]
+    password = secrets.token_urlsafe(16)
+    authorized = asyncssh.import_authorized_keys(keys.authorized_keys)
+    holder: dict[str, CustomSFTPServer] = {}
+    conns: set[asyncssh.SSHServerConnection] = set()
+
+    class _Server(asyncssh.SSHServer):
+        _conn: asyncssh.SSHServerConnection
+
+        def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+            self._conn = conn
+            conns.add(conn)
+            holder["s"].connections += 1
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            conns.discard(self._conn)
+
+        def begin_auth(self, username: str) -> bool:
+            holder["s"].auth_attempts.append((username, "begin"))
+            if username == login:
+                self._conn.set_authorized_keys(authorized)
+            return True
+
+        def password_auth_supported(self) -> bool:
+            return True
+
+        def validate_password(self, username: str, pw: str) -> bool:
+            holder["s"].auth_attempts.append((username, "password"))
+            return username == login and secrets.compare_digest(pw.encode(), password.encode())
+
+        def auth_completed(self) -> None:
+            holder["s"].auth_log.append((login, "ok"))
+
+    chroot = str(root).encode()
+
+    def factory(chan: asyncssh.SSHServerChannel[bytes]) -> asyncssh.SFTPServer:
+        return sftp_server(chan, chroot=chroot)
+
+    lt = _LoopThread("custom-sftp-server")
+    options: dict[str, Any] = {
+        "server_host_keys": [keypair],
+        "server_factory": _Server,
+        "sftp_factory": factory,
+        "login_timeout": 30,
+        **(listen_options or {}),
+    }
+
+    async def start() -> asyncssh.SSHAcceptor:
+        return await asyncssh.listen(HOST, 0, **options)
+
+    try:
+        acceptor = lt.run(start())
+    except BaseException:
+        lt.stop()
+        raise
+    port = int(acceptor.sockets[0].getsockname()[1])
+    line = host_key_line(key)
+    info = CustomSFTPServer(
+        kind="asyncssh",
+        host=HOST,
+        port=port,
+        login=login,
+        password=password,
+        host_key_line=line,
+        known_hosts_text=known_hosts_for(port, line),
+        client_key_path=keys.key_path,
+        client_key_text=keys.key_text,
+        encrypted_key_path=keys.encrypted_key_path,
+        encrypted_key_text=keys.encrypted_key_text,
+        key_passphrase=keys.passphrase,
+        writable_dir="/",
+        local_root=root,
+        server_root=root,
+        name="custom_sftp",
+    )
+    holder["s"] = info
+    try:
+        yield info
+    finally:
+
+        async def stop() -> None:
+            acceptor.close()
+            for conn in list(conns):
+                conn.abort()
+            await acceptor.wait_closed()
+
+        try:
+            lt.run(stop())
+        finally:
+            lt.stop()
+
+
+class QuotaSFTPServer(asyncssh.SFTPServer):
+    """Writes fail once ``limit`` bytes were stored in total: ``FX_FAILURE`` like OpenSSH on ENOSPC
+    (SFTP v3 has no "disk full" status); ``statvfs`` then reports no free blocks, as a full disk does."""
+
+    limit: ClassVar[int] = 1 << 20
+    used: ClassVar[list[int]] = [0]
+
+    def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        if self.used[0] + len(data) > self.limit:
+            room = max(self.limit - self.used[0], 0)
+            if room:
+                super().write(file_obj, offset, data[:room])
+                self.used[0] += room
+            raise asyncssh.SFTPFailure("No space left on device")
+        self.used[0] += len(data)
+        return int(super().write(file_obj, offset, data))
+
+    def statvfs(self, path: bytes) -> asyncssh.SFTPVFSAttrs:
+        return asyncssh.SFTPVFSAttrs(
+            bsize=4096,
+            frsize=4096,
+            blocks=256,
+            bfree=0,
+            bavail=0,
+            files=100,
+            ffree=90,
+            favail=90,
+            fsid=1,
+            flags=0,
+            namemax=255,
+        )
+
+
+def quota_sftp_server(limit: int) -> type[QuotaSFTPServer]:
+    """A :class:`QuotaSFTPServer` class with its own byte counter."""
+    return type("QuotaSFTP", (QuotaSFTPServer,), {"limit": limit, "used": [0]})
+
+
+class ReadOnlySFTPServer(asyncssh.SFTPServer):
+    """Opening a file for writing is refused with ``FX_PERMISSION_DENIED`` (as for a read-only directory;
+    the test server runs as root, so a chmod would not stop it)."""
+
+    def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        if pflags & (asyncssh.FXF_WRITE | asyncssh.FXF_CREAT | asyncssh.FXF_APPEND):
+            raise asyncssh.SFTPPermissionDenied("Permission denied")
+        return super().open(path, pflags, attrs)
+
+    def mkdir(self, path: bytes, attrs: asyncssh.SFTPAttrs) -> None:
+        raise asyncssh.SFTPPermissionDenied("Permission denied")
+
+
+class SilentSFTPServer(asyncssh.SFTPServer):
+    """The SFTP session starts, then no request on a file is ever answered (a hung server)."""
+
+    async def stat(self, path: bytes) -> asyncssh.SFTPAttrs:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def lstat(self, path: bytes) -> asyncssh.SFTPAttrs:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def open(self, path: bytes, pflags: int, attrs: asyncssh.SFTPAttrs) -> object:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+# =============================================================================== scripted hostile servers
+
+
+class Session:
+    """One connection to a :class:`ScriptServer`; helpers for scripts."""
+
+    def __init__(self, server: ScriptServer, sock: socket.socket) -> None:
+        self.server = server
+        self.sock: socket.socket = sock
+        self.stop = server.stopping
+        self.received = bytearray()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def line(self, text: str) -> None:
+        self.send(text.encode() + b"\r\n")
+
+    def readline(self) -> str | None:
+        buf = bytearray()
+        while not buf.endswith(b"\n"):
+            try:
+                chunk = self.sock.recv(1)
+            except (OSError, ssl.SSLError):
+                return None
+            if not chunk:
+                return None
+            buf += chunk
+            self.received += chunk
+            if len(buf) > 65536:
+                return None
+        return buf.decode("utf-8", "replace").rstrip("\r\n")
+
+    def start_tls(self) -> bool:
+        assert self.server.tls_context is not None
+        try:
+            self.sock = self.server.tls_context.wrap_socket(self.sock, server_side=True)
+        except (OSError, ssl.SSLError):
+            return False
+        return True
+
+    def drip(self, data: Iterable[int], interval: float) -> None:
+        """Send one byte every *interval* seconds until the client leaves or the server stops."""
+        for b in data:
+            if self.stop.wait(interval):
+                return
+            try:
+                self.sock.sendall(bytes([b]))
+            except OSError:
+                return
+
+    def flood(self, make: Callable[[int], bytes]) -> None:
+        """Send ``make(i)`` for i = 0, 1, ... as fast as the client reads, until it leaves or we stop."""
+        i = 0
+        while not self.stop.is_set():
+            try:
+                self.sock.sendall(make(i))
+            except OSError:
+                return
+            i += 1
+
+    def hold(self) -> None:
+        """Say nothing until the client leaves or the server stops (draining what it sends)."""
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                chunk = self.sock.recv(4096)
+            except TimeoutError:
+                continue
+            except (OSError, ssl.SSLError):
+                return
+            if not chunk:
+                return
+            self.received += chunk
+
+
+class ScriptServer:
+    """Run ``script(session)`` for each connection on ``127.0.0.1:0``; stop cleanly on exit.
+
+    :param tls_context: server context for scripts that call :meth:`Session.start_tls`.
+    """
+
+    def __init__(self, script: Callable[[Session], None], *, tls_context: ssl.SSLContext | None = None) -> None:
+        self.script = script
+        self.tls_context = tls_context
+        self.stopping = threading.Event()
+        self.listener = socket.create_server((HOST, 0))
+        self.host = HOST
+        self.port = int(self.listener.getsockname()[1])
+        self.sessions: list[Session] = []
+        self.connections = 0
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._accept_thread = threading.Thread(target=self._serve, name="script-server", daemon=True)
+        self._accept_thread.start()
+        #: extra sockets (data listeners) to close at stop
+        self.extra: list[socket.socket] = []
+
+    @property
+    def received(self) -> bytes:
+        with self._lock:
+            return b"".join(bytes(s.received) for s in self.sessions)
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:
+                return
+            session = Session(self, sock)
+            with self._lock:
+                self.sessions.append(session)
+                self.connections += 1
+            t = threading.Thread(target=self._run, args=(session,), name="script-session", daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def _run(self, session: Session) -> None:
+        try:
+            self.script(session)
+        except (OSError, ssl.SSLError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                session.sock.close()
+
+    def close(self) -> None:
+        self.stopping.set()
+        with self._lock:
+            socks = [self.listener, *(s.sock for s in self.sessions), *self.extra]
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                s.close()
+        self._accept_thread.join(5)
+        for t in self._threads:
+            t.join(5)
+
+    def __enter__(self) -> ScriptServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def tls_server_context(pki: ServerPKI) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(pki.cert_path, pki.key_path)
+    return ctx
+
+
+#: How a scripted FTP server misbehaves when it reaches its trigger.
+FTP_MISBEHAVIOURS = ("silent", "drip", "endless", "garbage", "overlong", "binary", "bad_code")
+
+
+def ftp_script(
+    *,
+    implicit: bool = False,
+    at: str = "greeting",
+    how: str = "silent",
+    drip_interval: float = 0.3,
+    echo_password: bool = False,
+) -> Callable[[Session], None]:
+    """An FTPS server that behaves until it receives command *at* (or the greeting), then misbehaves *how*.
+
+    ``at="greeting"``: the misbehaviour replaces the 220 greeting (after the TLS handshake when implicit).
+    The replies before it are those of a sane FTPS server (AUTH TLS 234, login, PBSZ/PROT, EPSV...).
+    With *echo_password*, a wrong-password reply echoes the PASS argument (a server bug that must not
+    reach our messages).
+    """
+    if how not in FTP_MISBEHAVIOURS:
+        raise ValueError(how)
+
+    def misbehave(s: Session, code: str) -> None:
+        if how == "silent":
+            s.hold()
+        elif how == "drip":
+            # Each byte arrives well within any per-read timeout; the reply line never ends.
+            s.drip(_repeat(f"{code} slowly".encode() + b"." * 60), drip_interval)
+        elif how == "endless":
+            s.send(f"{code}-here is a reply that never ends\r\n".encode())
+            s.flood(lambda i: f"{code}-line {i} of an endless reply\r\n".encode())
+        elif how == "garbage":
+            s.send(b"hello, I am not an FTP server\r\n")
+            s.hold()
+        elif how == "overlong":
+            s.send(code.encode() + b" " + b"A" * 100_000 + b"\r\n")
+            s.hold()
+        elif how == "binary":
+            s.send(bytes(range(256)) * 4 + b"\r\n")
+            s.hold()
+        elif how == "bad_code":
+            s.send(b"999 what\r\n")
+            s.hold()
+
+    def script(s: Session) -> None:
+        if implicit and not s.start_tls():
+            return
+        if at == "greeting":
+            misbehave(s, "220")
+            return
+        s.line("220 hostile but correct so far")
+        data_lst: socket.socket | None = None
+        while True:
+            line = s.readline()
+            if line is None:
+                return
+            verb, _, arg = line.partition(" ")
+            verb = verb.upper()
+            if verb == at:
+                misbehave(s, {"EPSV": "229", "PASV": "227", "STOR": "150", "RETR": "150"}.get(verb, "200"))
+                return
+            if verb == "AUTH":
+                s.line("234 AUTH TLS ok")
+                if not s.start_tls():
+                    return
+            elif verb == "USER":
+                s.line("331 Password required")
+            elif verb == "PASS":
+                if echo_password:
+                    s.line(f"530 Login incorrect: user rejected with password {arg}")
+                else:
+                    s.line("230 Logged in")
+            elif verb in ("PBSZ", "PROT", "TYPE", "OPTS", "NOOP"):
+                s.line("200 OK")
+            elif verb == "FEAT":
+                s.send(b"211-Features:\r\n EPSV\r\n UTF8\r\n PBSZ\r\n PROT\r\n211 End\r\n")
+            elif verb == "PWD":
+                s.line('257 "/" is the current directory')
+            elif verb == "EPSV":
+                if data_lst is None:
+                    data_lst = socket.create_server((HOST, 0))
+                    s.server.extra.append(data_lst)
+                s.line(f"229 Entering Extended Passive Mode (|||{data_lst.getsockname()[1]}|)")
+            elif verb == "QUIT":
+                s.line("221 bye")
+                return
+            else:
+                s.line("550 No such file")
+
+    return script
+
+
+def _repeat(b: bytes) -> Iterator[int]:
+    while True:
+        yield from b
+
+
+#: How a scripted SSH server misbehaves.
+SSH_MISBEHAVIOURS = (
+    "silent",
+    "drip_banner",
+    "garbage_banner",
+    "endless_prebanner",
+    "garbage_after_banner",
+    "huge_packet",
+)
+
+
+def ssh_script(how: str, *, drip_interval: float = 0.3) -> Callable[[Session], None]:
+    """A hostile SSH server."""
+    if how not in SSH_MISBEHAVIOURS:
+        raise ValueError(how)
+
+    def script(s: Session) -> None:
+        if how == "silent":
+            s.hold()
+        elif how == "drip_banner":
+            s.drip(_repeat(b"SSH-2.0-drip" + b"x" * 200), drip_interval)
+        elif how == "garbage_banner":
+            s.send(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
+        elif how == "endless_prebanner":
+            s.flood(lambda i: f"pre-banner line {i}\r\n".encode())
+        elif how == "garbage_after_banner":
+            s.send(b"SSH-2.0-hostile_1.0\r\n" + secrets.token_bytes(4096))
+            s.hold()
+        elif how == "huge_packet":
+            s.send(b"SSH-2.0-hostile_1.0\r\n" + b"\xff\xff\xff\xf0" + b"\x04" + b"\x00" * 64)
+            s.hold()
+
+    return script
+
+
+# =============================================================================== leak detection
+
+
+def find_content(capture: bytes, content: bytes, width: int = 64) -> int | None:
+    """Return an offset of *capture* where *width* consecutive bytes of *content* start, or None.
+
+    Every offset of the capture and every offset of the content is covered: any *width*-byte run of
+    the content (width >= 15) contains one of its 8-byte words at an offset divisible by 8; the capture
+    is read as 8-byte words at each of the 8 residues (an ``array``, tested against the words in C),
+    and each candidate is extended byte by byte to see whether the common run reaches *width*.
+    """
+    import array
+
+    if width < 15:
+        raise ValueError("width must be at least 15")
+    whole = len(content) // 8 * 8
+    cwords = array.array("Q")
+    cwords.frombytes(content[:whole])
+    words: dict[int, int] = {}
+    for i, w in enumerate(cwords):
+        words.setdefault(w, i * 8)
+    keys = words.keys()
+    for r in range(8):
+        usable = (len(capture) - r) // 8 * 8
+        if usable <= 0:
+            continue
+        buf = array.array("Q")
+        buf.frombytes(capture[r : r + usable])
+        if keys.isdisjoint(buf):
+            continue
+        for idx, w in enumerate(buf):
+            p = words.get(w)
+            if p is None:
+                continue
+            ci = r + idx * 8
+            back = 0
+            while ci - back > 0 and p - back > 0 and capture[ci - back - 1] == content[p - back - 1]:
+                back += 1
+            fwd = 8
+            while ci + fwd < len(capture) and p + fwd < len(content) and capture[ci + fwd] == content[p + fwd]:
+                fwd += 1
+            if back + fwd >= width:
+                return ci - back
+    return None
+
+
+def secret_needles(**secrets_: str | bytes | None) -> dict[str, bytes]:
+    """Byte strings to look for: each secret, and each line (>= 16 chars) of multi-line ones (PEM bodies)."""
+    needles: dict[str, bytes] = {}
+    for name, value in secrets_.items():
+        if not value:
+            continue
+        raw = value.encode() if isinstance(value, str) else value
+        needles[name] = raw
+        if b"\n" in raw:
+            for i, ln in enumerate(raw.splitlines()):
+                ln = ln.strip()
+                if len(ln) >= 16 and not ln.startswith(b"-----"):
+                    needles[f"{name}[line {i}]"] = ln
+    return needles
+
+
+def private_key_material(key_text: str, passphrase: str | None = None) -> bytes:
+    """The raw private scalar of an OpenSSH private key (what would leak if a client sent it decoded)."""
+    from cryptography.hazmat.primitives import serialization
+
+    key = asyncssh.import_private_key(key_text, passphrase)
+    pyca = key.pyca_key
+    try:
+        return bytes(
+            pyca.private_bytes(
+                serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+            )
+        )
+    except ValueError:  # not an ed25519/x25519 key: the DER encoding contains the scalar
+        return bytes(
+            pyca.private_bytes(
+                serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+
+
+def leaks_in(haystack: bytes | str, needles: dict[str, bytes]) -> list[str]:
+    """Names of the *needles* found in *haystack*."""
+    hay = haystack.encode("utf-8", "surrogateescape") if isinstance(haystack, str) else haystack
+    return [name for name, n in needles.items() if n in hay]
+
+
+# =============================================================================== threads and timing
+
+
+def thread_snapshot() -> set[int]:
+    return {t.ident for t in threading.enumerate() if t.ident is not None}
+
+
+def leftover_threads(before: set[int], *, grace: float = 3.0, ignore: Sequence[threading.Thread] = ()) -> list[str]:
+    """Threads alive now that were not in *before*, after waiting up to *grace* s for them to end."""
+    ignored = {t.ident for t in ignore}
+    deadline = time.monotonic() + grace
+    while True:
+        new = [t for t in threading.enumerate() if t.ident not in before and t.ident not in ignored and t.is_alive()]
+        if not new or time.monotonic() > deadline:
+            return [t.name for t in new]
+        # Polling for threads that are finishing on their own (a loop thread joining), bounded by the grace.
+        time.sleep(0.05)
+
+
+@dataclass
+class Bounded:
+    """Outcome of :func:`run_bounded`."""
+
+    result: Any = None
+    error: BaseException | None = None
+    seconds: float = 0.0
+    hung: bool = False
+    thread: threading.Thread | None = None
+
+
+def run_bounded(fn: Callable[[], Any], limit: float) -> Bounded:
+    """Run *fn* in a thread; wait at most *limit* s. A call still running then is reported ``hung``
+    (the test fails; the hostile server's shutdown unblocks the thread afterwards)."""
+    out = Bounded()
+    done = threading.Event()
+
+    def target() -> None:
+        t0 = time.monotonic()
+        try:
+            out.result = fn()
+        except BaseException as exc:
+            out.error = exc
+        finally:
+            out.seconds = time.monotonic() - t0
+            done.set()
+
+    t = threading.Thread(target=target, name="bounded-call", daemon=True)
+    out.thread = t
+    started = time.monotonic()
+    t.start()
+    if not done.wait(limit):
+        out.hung = True
+        out.seconds = time.monotonic() - started
+    else:
+        t.join(5)
+    return out
+
+
+# =============================================================================== certificates
+
+
+def issue_pki(
+    directory: Path,
+    *identities: str,
+    ca: Any = None,
+    expired: bool = False,
+    self_signed: bool = False,
+    rsa: bool = False,
+) -> ServerPKI:
+    """A server certificate for *identities* as a :class:`ServerPKI`.
+
+    :param ca: the ``trustme.CA`` to issue from (e.g. the session's, so only the *name* or the *date*
+        is wrong); default: a fresh CA nobody trusts.
+    :param expired: valid from 30 days ago until yesterday.
+    :param self_signed: no CA at all: the leaf signs itself (``ca_pem`` is the leaf).
+    """
+    import datetime
+    import hashlib
+
+    import trustme
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    key_path = directory / "server.key"
+    cert_path = directory / "server.pem"
+    ca_path = directory / "ca.pem"
+    if self_signed:
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identities[0])])
+        now = datetime.datetime.now(datetime.UTC)
+        sans: list[x509.GeneralName] = []
+        for ident in identities:
+            try:
+                import ipaddress
+
+                sans.append(x509.IPAddress(ipaddress.ip_address(ident)))
+            except ValueError:
+                sans.append(x509.DNSName(ident))
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .sign(key, hashes.SHA256())
+        )
+        pem = cert.public_bytes(serialization.Encoding.PEM)
+        cert_path.write_bytes(pem)
+        ca_path.write_bytes(pem)
+        key_bytes = key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        der = cert.public_bytes(serialization.Encoding.DER)
+        ca_obj: Any = None
+        ca_pem = pem.decode()
+    else:
+        key_type = trustme.KeyType.RSA if rsa else trustme.KeyType.ECDSA
+        ca_obj = ca or trustme.CA(organization_name="sectransfer attacker CA", key_type=key_type)
+        validity: dict[str, Any] = {}
+        if expired:
+            now = datetime.datetime.now(datetime.UTC)
+            validity = {"not_before": now - datetime.timedelta(days=30), "not_after": now - datetime.timedelta(days=1)}
+        leaf = ca_obj.issue_cert(*identities, common_name=identities[0], key_type=key_type, **validity)
+        cert_path.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
+        ca_obj.cert_pem.write_to_path(str(ca_path))
+        key_bytes = leaf.private_key_pem.bytes()
+        der = ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode("ascii"))
+        ca_pem = ca_obj.cert_pem.bytes().decode("ascii")
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(key_bytes)
+    return ServerPKI(
+        ca=ca_obj,
+        ca_pem=ca_pem,
+        ca_path=ca_path,
+        cert_path=cert_path,
+        key_path=key_path,
+        cert_fingerprint=hashlib.sha256(der).hexdigest(),
+    )
+
+
+def starttls_stripper(target: tuple[str, int]) -> Callable[[Session], None]:
+    """A man in the middle that removes ``AUTH TLS``: it answers it ``500`` itself and strips ``AUTH``
+    from ``FEAT``, relaying every other line to the real server *target* (so a client that carried on
+    would log in, in clear, to the real server through the attacker)."""
+
+    def script(s: Session) -> None:
+        up = socket.create_connection(target, timeout=10)
+        s.server.extra.append(up)
+        upf = up.makefile("rb")
+
+        def relay_reply(strip_auth: bool = False) -> bool:
+            while True:
+                raw = upf.readline(65536)
+                if not raw:
+                    return False
+                if strip_auth and b"AUTH" in raw.upper() and raw[:1] == b" ":
+                    continue
+                s.send(raw)
+                if len(raw) >= 4 and raw[:3].isdigit() and raw[3:4] == b" ":
+                    return True
+
+        try:
+            if not relay_reply():
+                return
+            while True:
+                line = s.readline()
+                if line is None:
+                    return
+                verb = line.split(" ", 1)[0].upper()
+                if verb == "AUTH":
+                    s.line("500 'AUTH TLS': command not understood.")
+                    continue
+                up.sendall(line.encode() + b"\r\n")
+                if not relay_reply(strip_auth=verb == "FEAT"):
+                    return
+        finally:
+            upf.close()
+            up.close()
+
+    return script
