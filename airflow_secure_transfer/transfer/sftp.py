@@ -471,6 +471,9 @@ class SFTPClient:
         self._trust = HostKeyTrust.from_settings(settings)
         self._client_keys = self._load_client_keys(settings)
         self._closed = False
+        #: Set after a timeout or a lost connection mid-transfer: the session is not reused, and
+        #: close() aborts it instead of waiting for a server that stopped answering.
+        self._broken = False
         self._check_file_supported: bool | None = None
         self._home: str | None = None
         self._conn: asyncssh.SSHClientConnection | None = None
@@ -723,7 +726,7 @@ class SFTPClient:
     @property
     def closed(self) -> bool:
         """True after :meth:`close`, or when the connection was lost (the client cannot be reused)."""
-        return self._closed or self._conn is None or self._conn.is_closed()
+        return self._closed or self._broken or self._conn is None or self._conn.is_closed()
 
     @property
     def sftp(self) -> asyncssh.SFTPClient:
@@ -930,8 +933,8 @@ class SFTPClient:
         remote = self._call(open_file, "open for writing", path)
         try:
             written = self._pump_upload(remote, path, source, offset, progress)
-        except BaseException:
-            self._close_quietly(remote)
+        except BaseException as exc:
+            self._after_failure(remote, exc)
             raise
         self._call(remote.close, "close", path)
         return written
@@ -1036,8 +1039,8 @@ class SFTPClient:
         remote, size = self._call(open_file, "open for reading", path)
         try:
             copied = self._pump_download(remote, path, sink, offset, size, progress)
-        except BaseException:
-            self._close_quietly(remote)
+        except BaseException as exc:
+            self._after_failure(remote, exc)
             raise
         self._call(remote.close, "close", path)
         return copied
@@ -1087,8 +1090,20 @@ class SFTPClient:
                 task_future.result(self._timeout)
         return expected - offset
 
+    def _after_failure(self, remote: asyncssh.SFTPClientFile, exc: BaseException) -> None:
+        """Release the file handle after a failed transfer, unless the connection itself failed.
+
+        After a timeout or a lost connection, closing the handle would wait another
+        ``conn_timeout`` for a server that stopped answering: mark the client broken instead,
+        so that :meth:`close` aborts the connection at once.
+        """
+        if isinstance(exc, TransportError):  # TransferTimeout included
+            self._broken = True
+            return
+        self._close_quietly(remote)
+
     def _close_quietly(self, remote: asyncssh.SFTPClientFile) -> None:
-        if self._closed:
+        if self._closed or self._broken:
             return
         with contextlib.suppress(Exception):
             self._call(remote.close, "close")
@@ -1102,8 +1117,13 @@ class SFTPClient:
         self._closed = True
         conn, sftp = self._conn, self._sftp
         self._conn = self._sftp = None
+        broken = self._broken
 
         async def shutdown() -> None:
+            if broken:
+                if conn is not None:
+                    conn.abort()
+                return
             if sftp is not None:
                 sftp.exit()
                 with contextlib.suppress(Exception):
