@@ -1,0 +1,50 @@
+"""How the benchmark runs *our* upload: the operator when it exists, else the engine call the operator makes.
+
+Kept apart from the rest of the harness so that ``rss_child.py`` imports nothing the upload does not need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+
+def ours_uploader() -> tuple[str, Callable[..., Any]]:
+    """Return (description, upload(conn_id, local, remote, max_connections=None))."""
+    try:
+        from airflow_secure_transfer.operators.upload import SecureUploadOperator
+    except ImportError:
+        SecureUploadOperator = None
+
+    if SecureUploadOperator is not None:
+
+        def via_operator(conn_id: str, local: Any, remote: str, max_connections: int | None = None) -> Any:
+            op = SecureUploadOperator(
+                task_id="bench_upload",
+                conn_id=conn_id,
+                local_path=local,
+                remote_path=remote,
+                max_connections=max_connections,
+            )
+            return op.execute(context={})
+
+        return "SecureUploadOperator.execute(context={})", via_operator
+
+    from airflow_secure_transfer.hooks.ftps import SecureFTPSHook
+    from airflow_secure_transfer.hooks.sftp import SecureSFTPHook
+    from airflow_secure_transfer.security.policy import SFTP_CONN_TYPES
+    from airflow_secure_transfer.transfer.engine import upload
+
+    def via_engine(conn_id: str, local: Any, remote: str, max_connections: int | None = None) -> Any:
+        sftp = SecureSFTPHook.get_connection(conn_id).conn_type in SFTP_CONN_TYPES
+        hook: Any = SecureSFTPHook(conn_id) if sftp else SecureFTPSHook(conn_id)
+        settings = hook.get_settings()
+        return upload(
+            hook.get_fs,
+            local,
+            remote,
+            max_connections=max_connections or settings.max_connections,
+            remote_root=settings.remote_root,
+        )
+
+    return "transfer.engine.upload(hook.get_fs, ...) (operators/upload.py not present yet)", via_engine
