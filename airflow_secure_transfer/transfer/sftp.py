@@ -104,11 +104,12 @@ T = TypeVar("T")
 #: (the size every SFTP server must accept).
 DEFAULT_BLOCK_SIZE = 261120
 _UNADVERTISED_BLOCK_SIZE = 32768
-#: WRITE/READ requests in flight per transfer: 64 x 255 KiB = 16 MiB, the data buffered per
+#: WRITE/READ requests in flight per transfer: 32 x 255 KiB = 8 MiB, the data buffered per
 #: connection. The SSH channel window caps what is actually on the wire (OpenSSH: 2 MiB, so 8
-#: requests fill it on loopback; 16 MiB covers servers with larger windows on long links);
-#: on loopback 8 to 128 measured the same within noise.
-DEFAULT_MAX_REQUESTS = 64
+#: requests fill it on loopback; 8 MiB still fills 1 Gbit/s at 65 ms round trip). On loopback
+#: 8 to 128 measured the same throughput within noise, but the peak memory of a 2 GiB upload
+#: grew with the count (bench case 4: 128 -> +52 MiB over a 1 MiB upload, 32 -> +33 MiB).
+DEFAULT_MAX_REQUESTS = 32
 
 _FXF_READ = asyncssh.FXF_READ
 _FXF_WRITE = asyncssh.FXF_WRITE
