@@ -17,6 +17,7 @@ import hashlib
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,6 +84,24 @@ class FinalPathWatcher:
         self._thread.join()
 
 
+def _settled_size(path: Path, deadline: float = 10.0) -> int:
+    """Return *path*'s size once it stops changing.
+
+    The client aborts its side of a cut connection at once, but the server's session (OpenSSH
+    sftp-server) may still apply the WRITE requests it had queued before it noticed; the resume
+    must start from what is really there, and so must the test's expectation.
+    """
+    end = time.monotonic() + deadline
+    size = path.stat().st_size
+    while time.monotonic() < end:
+        time.sleep(0.2)
+        now = path.stat().st_size
+        if now == size:
+            return size
+        size = now
+    raise AssertionError(f"{path} kept growing for {deadline} s after the cut")
+
+
 def _cut_then_resume(
     connect: Callable[[], Any], proxy: CutProxy, big: tuple[Path, str], target: str, final: Path
 ) -> None:
@@ -96,7 +115,7 @@ def _cut_then_resume(
         assert proxy.cut.is_set()
         assert not final.exists()
         (part,) = leftovers(final.parent)
-        left = part.stat().st_size
+        left = _settled_size(part)
         assert 0 < left < SIZE
 
         proxy.disarm()
