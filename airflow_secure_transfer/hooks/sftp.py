@@ -34,7 +34,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from airflow_secure_transfer.exceptions import LocalPathError, SecureTransferError
+from airflow_secure_transfer.exceptions import IntegrityError, LocalPathError, SecureTransferError
 from airflow_secure_transfer.security.policy import parse_sftp_settings
 from airflow_secure_transfer.transfer.paths import resolve_remote
 
@@ -174,7 +174,11 @@ class SecureSFTPHook(BaseHook):
         name = f".{posixpath.basename(remote)}.{uuid.uuid4().hex[:12]}.part"
         partial = posixpath.join(posixpath.dirname(remote), name)
         try:
-            client.write_from(partial, local_full_path_or_buffer)
+            written = client.write_from(partial, local_full_path_or_buffer)
+            entry = client.stat(partial)
+            landed = None if entry is None else entry.size
+            if landed != written:
+                raise IntegrityError(f"{partial}: the server has {landed} bytes, {written} were sent")
             client.rename(partial, remote)
         except SecureTransferError:
             with contextlib.suppress(SecureTransferError):
