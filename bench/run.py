@@ -322,6 +322,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="where the source files are generated and kept between runs")  # fmt: skip
     ap.add_argument("--no-md", action="store_true", help="do not regenerate BENCHMARKS.md")
     ap.add_argument("--md", default=str(ROOT / "BENCHMARKS.md"), help="the markdown file to regenerate")
+    ap.add_argument("--from-json", help="only re-render RESULTS.json (of an earlier run) into --md; run nothing")
     a = ap.parse_args(argv)
     profile = SMOKE if a.smoke else FULL
     a.custom = []
@@ -335,6 +336,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     a = parse_args(argv)
+    if a.from_json:
+        from report import render, update_benchmarks_md
+
+        src = Path(a.from_json).resolve()
+        md = render(json.loads(src.read_text()))
+        (src.parent / "results.md").write_text(md)
+        update_benchmarks_md(Path(a.md), md, src.parent.relative_to(ROOT) if src.is_relative_to(ROOT) else src.parent)
+        print(f"re-rendered {src} into {a.md}")
+        return 0
     started = time.time()
     stamp = datetime.datetime.now().strftime("%Y%m%dT%H%M%S") + ("-smoke" if a.smoke else "")
     out = Path(a.out) if a.out else HERE / "results" / stamp

@@ -60,7 +60,7 @@ MAX_MAX_CONNECTIONS = 64
 _UNSET = (None, "")
 
 
-class TLSMode(str, enum.Enum):
+class TLSMode(enum.StrEnum):
     """How TLS starts on the FTPS control connection."""
 
     #: Plain TCP connect, then ``AUTH TLS`` before anything else (RFC 4217); port 21.
@@ -69,7 +69,7 @@ class TLSMode(str, enum.Enum):
     IMPLICIT = "implicit"
 
 
-class TLSVersion(str, enum.Enum):
+class TLSVersion(enum.StrEnum):
     """TLS versions that may be negotiated; nothing below 1.2 exists here."""
 
     TLSv1_2 = "TLSv1.2"

@@ -17,8 +17,7 @@ from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from types import TracebackType
-
-    from typing_extensions import Self
+    from typing import Self
 
 #: Called with the number of bytes just moved (not a running total).
 ProgressCallback = Callable[[int], None]

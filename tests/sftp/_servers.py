@@ -120,7 +120,7 @@ def run_custom_asyncssh(
             server_info["s"].auth_attempts.append((username, "password"))
             return username == "sftpuser" and secrets.compare_digest(pw.encode(), password.encode())
 
-    def default_sftp(chan: asyncssh.SSHServerChannel) -> asyncssh.SFTPServer:
+    def default_sftp(chan: asyncssh.SSHServerChannel[bytes]) -> asyncssh.SFTPServer:
         return asyncssh.SFTPServer(chan, chroot=str(root).encode())
 
     lt = _Loop()

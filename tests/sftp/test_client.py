@@ -288,7 +288,8 @@ def test_checksum_via_check_file_extension(asyncssh_server: SFTPServer, monkeypa
     """A server that implements check-file-name (draft-ietf-secsh-filexfer-extensions) yields a SHA-256."""
     import hashlib
 
-    from asyncssh.packet import String
+    from asyncssh.constants import FXP_EXTENDED_REPLY
+    from asyncssh.packet import SSHPacket, String
     from asyncssh.sftp import SFTPServerHandler
 
     class _Reply:
@@ -298,17 +299,17 @@ def test_checksum_via_check_file_extension(asyncssh_server: SFTPServer, monkeypa
         def encode(self, version: int) -> bytes:
             return String(b"check-file") + String(b"sha256") + self.digest
 
-    async def check_file_name(self: SFTPServerHandler, packet: asyncssh.SSHPacket) -> _Reply:
+    async def check_file_name(self: SFTPServerHandler, packet: SSHPacket) -> _Reply:
         filename = packet.get_string()
         algorithms = packet.get_string().split(b",")
         packet.get_uint64(), packet.get_uint64(), packet.get_uint32()
         assert b"sha256" in algorithms
-        local = self._server.map_path(filename)  # type: ignore[attr-defined]
+        local = self._server.map_path(filename)
         with open(local, "rb") as f:
             return _Reply(hashlib.sha256(f.read()).digest())
 
     monkeypatch.setitem(SFTPServerHandler._packet_handlers, b"check-file-name", check_file_name)
-    monkeypatch.setitem(SFTPServerHandler._return_types, b"check-file-name", asyncssh.sftp.FXP_EXTENDED_REPLY)
+    monkeypatch.setitem(SFTPServerHandler._return_types, b"check-file-name", FXP_EXTENDED_REPLY)
     data = os.urandom(50_000)
     with SFTPClient(make_settings(asyncssh_server)) as client:
         client.write_from(f"{asyncssh_server.writable_dir}/h", io.BytesIO(data))
@@ -374,7 +375,7 @@ def test_rename_without_posix_rename_falls_back(asyncssh_server: SFTPServer, mon
 
 def test_listing_with_an_unsafe_name_is_refused(custom_sshd: Callable[..., CustomServer]) -> None:
     class HostileSFTP(asyncssh.SFTPServer):
-        async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:  # type: ignore[override]
+        async def scandir(self, path: bytes) -> AsyncIterator[asyncssh.SFTPName]:
             attrs = asyncssh.SFTPAttrs(permissions=0o100644, size=1)
             for name in (b".", b"..", b"fine.txt", b"../../etc/passwd"):
                 yield asyncssh.SFTPName(name, attrs=attrs)

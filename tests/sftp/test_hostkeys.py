@@ -16,8 +16,11 @@ from airflow_secure_transfer.security import hostkeys
 from airflow_secure_transfer.security.hostkeys import HostKey, HostKeyTrust, fingerprint, known_hosts_name
 
 
-def _line(key_type: str = "ssh-ed25519", **kw: int) -> str:
-    key = asyncssh.generate_private_key(key_type, **kw)
+def _line(key_type: str = "ssh-ed25519", key_size: int = 2048) -> str:
+    if key_type == "ssh-rsa":
+        key = asyncssh.generate_private_key(key_type, key_size=key_size)
+    else:
+        key = asyncssh.generate_private_key(key_type)
     return " ".join(key.export_public_key("openssh").decode().split()[:2])
 
 

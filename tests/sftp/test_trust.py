@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import asyncssh
 import pytest
@@ -173,7 +174,7 @@ def test_host_key_algorithms_are_restricted_to_the_pinned_type(custom_sshd: Call
     ],
     ids=["no_host_key_check", "no_host_key_check-str", "allow_host_key_change", "allow_change-str", "missing", "dsa"],
 )
-def test_policy_refusals_never_connect(server: CustomServer, extras: dict[str, object], match: str) -> None:
+def test_policy_refusals_never_connect(server: CustomServer, extras: dict[str, Any], match: str) -> None:
     with _fails_fast(), pytest.raises(SecurityPolicyError, match=match) as err:
         SFTPClient(make_settings(server, **extras))
     assert "host_key" in str(err.value)  # the message says how to pin

@@ -42,7 +42,7 @@ def test_refuses_escape_from_remote_root(path: str, root: str) -> None:
 
 @pytest.mark.parametrize("bad", ["a\r\nDELE b", "a\nb", "a\x00b", "x\r"])
 def test_refuses_control_characters(bad: str) -> None:
-    with pytest.raises(RemotePathError, match="(CR|LF|NUL) character"):
+    with pytest.raises(RemotePathError, match=r"(CR|LF|NUL) character"):
         resolve_remote("/in/" + bad)
 
 

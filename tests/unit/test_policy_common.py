@@ -82,7 +82,10 @@ def test_policy_error_is_a_configuration_error_and_not_retryable() -> None:
 
 def test_a_malformed_client_key_is_not_repeated_in_the_error() -> None:
     with pytest.raises(ConfigurationError) as info:
-        parse_ftps_settings(conn_type="secure_ftps", host="h",
-                            extras={"client_cert": "-----BEGIN CERTIFICATE-----\nx\n", "client_key": "MIIEsecretkeybits"})
+        parse_ftps_settings(
+            conn_type="secure_ftps",
+            host="h",
+            extras={"client_cert": "-----BEGIN CERTIFICATE-----\nx\n", "client_key": "MIIEsecretkeybits"},
+        )
     assert "MIIEsecretkeybits" not in str(info.value)
     assert "client_key" in str(info.value)
