@@ -25,22 +25,16 @@ The constructor does no network or database I/O.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import posixpath
-import uuid
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from airflow_secure_transfer.exceptions import IntegrityError, LocalPathError, SecureTransferError
+from airflow_secure_transfer.exceptions import SecureTransferError
+from airflow_secure_transfer.hooks._files import RemoteFileMethods
 from airflow_secure_transfer.security.policy import parse_sftp_settings
-from airflow_secure_transfer.transfer.paths import resolve_remote
 
 if TYPE_CHECKING:
     from airflow_secure_transfer.security.policy import SFTPSettings
-    from airflow_secure_transfer.transfer.base import TransferRecord
     from airflow_secure_transfer.transfer.sftp import SFTPClient
 
 __all__ = ["SecureSFTPHook"]
@@ -57,7 +51,7 @@ def _mask(secret: object) -> None:
     mask_secret(secret)
 
 
-class SecureSFTPHook(BaseHook):
+class SecureSFTPHook(RemoteFileMethods, BaseHook):
     """Interact with an SFTP server whose host key is pinned, over secure algorithms only.
 
     :param sftp_conn_id: the connection (type ``secure_sftp``, ``sftp`` or ``ssh``); read when first needed.
@@ -134,103 +128,8 @@ class SecureSFTPHook(BaseHook):
     def __exit__(self, *exc: object) -> None:
         self.close_conn()
 
-    def _remote(self, path: str) -> str:
-        settings = self.get_settings()
-        if path.startswith("/") or settings.remote_root:
-            return resolve_remote(path, settings.remote_root)
-        return resolve_remote(path, None, cwd=self.get_conn().home)
-
-    # ------------------------------------------------------------------ convenience (stock SFTPHook names)
-
-    def store_file(
-        self,
-        remote_full_path: str,
-        local_full_path_or_buffer: str | os.PathLike[str] | IO[bytes],
-        *,
-        overwrite: str = "replace",
-    ) -> list[TransferRecord] | None:
-        """Upload a local file (or a binary buffer) to *remote_full_path*, atomically.
-
-        A path goes through the upload engine (temporary name, size check, rename; a new
-        connection). A buffer is written to a temporary name on the hook's connection, then
-        renamed into place.
-        """
-        remote = self._remote(remote_full_path)
-        if isinstance(local_full_path_or_buffer, (str, os.PathLike)):
-            from airflow_secure_transfer.transfer.engine import upload
-
-            local = os.fspath(local_full_path_or_buffer)
-            if not Path(local).is_file():
-                raise LocalPathError(f"{local} is not a file", path=local)
-            return upload(
-                self.get_fs,
-                local,
-                remote,
-                overwrite=overwrite,
-                max_connections=1,
-                remote_root=self.get_settings().remote_root,
-            )
-        client = self.get_conn()
-        name = f".{posixpath.basename(remote)}.{uuid.uuid4().hex[:12]}.part"
-        partial = posixpath.join(posixpath.dirname(remote), name)
-        try:
-            written = client.write_from(partial, local_full_path_or_buffer)
-            entry = client.stat(partial)
-            landed = None if entry is None else entry.size
-            if landed != written:
-                raise IntegrityError(f"{partial}: the server has {landed} bytes, {written} were sent")
-            client.rename(partial, remote)
-        except SecureTransferError:
-            with contextlib.suppress(SecureTransferError):
-                client.remove(partial)
-            raise
-        return None
-
-    def retrieve_file(
-        self,
-        remote_full_path: str,
-        local_full_path_or_buffer: str | os.PathLike[str] | IO[bytes],
-    ) -> int:
-        """Download *remote_full_path* into a local file (written then renamed) or a binary buffer; return bytes."""
-        remote = self._remote(remote_full_path)
-        client = self.get_conn()
-        if not isinstance(local_full_path_or_buffer, (str, os.PathLike)):
-            return client.read_to(remote, local_full_path_or_buffer)
-        target = Path(local_full_path_or_buffer)
-        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
-        try:
-            with open(partial, "wb") as sink:
-                count = client.read_to(remote, sink)
-            os.replace(partial, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                partial.unlink()
-        return count
-
-    def list_directory(self, path: str) -> list[str]:
-        """Return the names in the remote directory *path* (without ``.``/``..``), sorted."""
-        return sorted(posixpath.basename(e.path) for e in self.get_conn().listdir(self._remote(path)))
-
-    def create_directory(self, path: str) -> None:
-        """Create *path* and its missing parents (an existing directory is fine)."""
-        self.get_conn().makedirs(self._remote(path))
-
-    def delete_file(self, path: str) -> None:
-        """Delete the remote file *path*."""
-        self.get_conn().remove(self._remote(path))
-
-    def rename(self, from_name: str, to_name: str) -> None:
-        """Rename a remote file, replacing the target (atomically where the server allows)."""
-        self.get_conn().rename(self._remote(from_name), self._remote(to_name))
-
-    def path_exists(self, path: str) -> bool:
-        """Return whether anything exists at the remote *path*."""
-        return self.get_conn().stat(self._remote(path)) is not None
-
-    def get_size(self, path: str) -> int | None:
-        """Return the size of the remote file *path*, or None if it does not exist."""
-        entry = self.get_conn().stat(self._remote(path))
-        return None if entry is None else entry.size
+    def _remote_root(self) -> str | None:
+        return self.get_settings().remote_root
 
     # ------------------------------------------------------------------ UI
 
