@@ -17,7 +17,6 @@ import hashlib
 import os
 import secrets
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from pyftpdlib.servers import FTPServer
 from airflow_secure_transfer.exceptions import TransportError
 from airflow_secure_transfer.security.policy import parse_ftps_settings
 from airflow_secure_transfer.transfer.engine import upload
-from tests.servers import SFTPServer, wait_listening
+from tests.servers import SFTPServer, settled_size, wait_listening
 from tests.servers.pki import ServerPKI
 from tests.servers.pyftpd import PyFTPDThread
 
@@ -84,24 +83,6 @@ class FinalPathWatcher:
         self._thread.join()
 
 
-def _settled_size(path: Path, deadline: float = 10.0) -> int:
-    """Return *path*'s size once it stops changing.
-
-    The client aborts its side of a cut connection at once, but the server's session (OpenSSH
-    sftp-server) may still apply the WRITE requests it had queued before it noticed; the resume
-    must start from what is really there, and so must the test's expectation.
-    """
-    end = time.monotonic() + deadline
-    size = path.stat().st_size
-    while time.monotonic() < end:
-        time.sleep(0.2)
-        now = path.stat().st_size
-        if now == size:
-            return size
-        size = now
-    raise AssertionError(f"{path} kept growing for {deadline} s after the cut")
-
-
 def _cut_then_resume(
     connect: Callable[[], Any], proxy: CutProxy, big: tuple[Path, str], target: str, final: Path
 ) -> None:
@@ -115,7 +96,7 @@ def _cut_then_resume(
         assert proxy.cut.is_set()
         assert not final.exists()
         (part,) = leftovers(final.parent)
-        left = _settled_size(part)
+        left = settled_size(part)
         assert 0 < left < SIZE
 
         proxy.disarm()

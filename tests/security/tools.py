@@ -169,6 +169,13 @@ class Relay:
             self._trigger_count = 0
             self.fired.clear()
 
+    def kill_connections(self) -> None:
+        """Close every relayed connection on both sides (the listeners stay open)."""
+        with self.lock:
+            conns = list(self.conns)
+        for c in conns:
+            c.kill()
+
     def close(self) -> None:
         self._stopping.set()
         for lst in self._listeners:

@@ -138,6 +138,7 @@ __all__ = [
     "FTPSServer",
     "SFTPServer",
     "free_port",
+    "settled_size",
     "wait_listening",
 ]
 
@@ -182,6 +183,26 @@ def wait_listening(
         # Back-off between connect attempts, bounded by the deadline above; not a wait for a fixed time.
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def settled_size(path: Path, *, deadline: float = 15.0, quiet: float = 0.6) -> int:
+    """Return *path*'s size once it has not changed for *quiet* seconds.
+
+    After a cut the client gives up at once, but the server (OpenSSH sftp-server, the in-process
+    asyncssh server) may still apply WRITE requests it had queued before it noticed the cut. A
+    resume starts from what is really on disk, and so must a test's expectation of it.
+    """
+    end = time.monotonic() + deadline
+    size = path.stat().st_size
+    stable_since = time.monotonic()
+    while time.monotonic() < end:
+        time.sleep(0.05)
+        now = path.stat().st_size
+        if now != size:
+            size, stable_since = now, time.monotonic()
+        elif time.monotonic() - stable_since >= quiet:
+            return size
+    raise AssertionError(f"{path} kept changing for {deadline} s after the cut")
 
 
 def _map_local(server_root: Path, writable_dir: str, remote_path: str) -> Path:
