@@ -40,15 +40,15 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 import asyncssh
 
-from tests.servers import HOST, FTPSServer, SFTPServer, wait_listening
+from tests.servers import HOST, FTPSServer, wait_listening
 from tests.servers.pki import ServerPKI
-from tests.servers.sftp_asyncssh import ClientKeys, host_key_line, known_hosts_for
+from tests.servers.sftp_asyncssh import AsyncsshServer, ClientKeys, run_asyncssh
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -512,136 +512,16 @@ def run_relayed_pyftpd(
 # =============================================================================== SFTP servers
 
 
-@dataclass
-class CustomSFTPServer(SFTPServer):
-    """An :class:`SFTPServer` that also counts TCP connections and every authentication request."""
-
-    connections: int = 0
-    #: ``(username, method)`` for every auth request received (``"begin"`` when userauth started).
-    auth_attempts: list[tuple[str, str]] = field(default_factory=list)
+#: What :func:`run_custom_sftp` yields: an :class:`SFTPServer` that also counts TCP connections and every
+#: authentication request.
+CustomSFTPServer = AsyncsshServer
 
 
-class _LoopThread:
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Any, timeout: float = 10) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-
-
-@contextlib.contextmanager
-def run_custom_sftp(
-    root: Path,
-    keys: ClientKeys,
-    *,
-    sftp_server: type[asyncssh.SFTPServer] = asyncssh.SFTPServer,
-    host_key: asyncssh.SSHKey | None = None,
-    host_key_algorithms: Sequence[str] | None = None,
-    listen_options: dict[str, Any] | None = None,
-    login: str = "sftpuser",
-) -> Iterator[CustomSFTPServer]:
-    """Start an asyncssh SFTP server (chroot *root*) with a custom SFTP server class and SSH options."""
-    root.mkdir(parents=True, exist_ok=True)
-    key = host_key or asyncssh.generate_private_key("ssh-ed25519")
-    keypair: Any = key
-    if host_key_algorithms is not None:
-        keypair = asyncssh.load_keypairs([key])[0]
-        keypair.host_key_algorithms = [a.encode("ascii") for a in host_key_algorithms]
-    password = secrets.token_urlsafe(16)
-    authorized = asyncssh.import_authorized_keys(keys.authorized_keys)
-    holder: dict[str, CustomSFTPServer] = {}
-    conns: set[asyncssh.SSHServerConnection] = set()
-
-    class _Server(asyncssh.SSHServer):
-        _conn: asyncssh.SSHServerConnection
-
-        def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
-            self._conn = conn
-            conns.add(conn)
-            holder["s"].connections += 1
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            conns.discard(self._conn)
-
-        def begin_auth(self, username: str) -> bool:
-            holder["s"].auth_attempts.append((username, "begin"))
-            if username == login:
-                self._conn.set_authorized_keys(authorized)
-            return True
-
-        def password_auth_supported(self) -> bool:
-            return True
-
-        def validate_password(self, username: str, pw: str) -> bool:
-            holder["s"].auth_attempts.append((username, "password"))
-            return username == login and secrets.compare_digest(pw.encode(), password.encode())
-
-        def auth_completed(self) -> None:
-            holder["s"].auth_log.append((login, "ok"))
-
-    chroot = str(root).encode()
-
-    def factory(chan: asyncssh.SSHServerChannel[bytes]) -> asyncssh.SFTPServer:
-        return sftp_server(chan, chroot=chroot)
-
-    lt = _LoopThread("custom-sftp-server")
-    options: dict[str, Any] = {
-        "server_host_keys": [keypair],
-        "server_factory": _Server,
-        "sftp_factory": factory,
-        "login_timeout": 30,
-        **(listen_options or {}),
-    }
-
-    async def start() -> asyncssh.SSHAcceptor:
-        return await asyncssh.listen(HOST, 0, **options)
-
-    try:
-        acceptor = lt.run(start())
-    except BaseException:
-        lt.stop()
-        raise
-    port = int(acceptor.sockets[0].getsockname()[1])
-    line = host_key_line(key)
-    info = CustomSFTPServer(
-        kind="asyncssh",
-        host=HOST,
-        port=port,
-        login=login,
-        password=password,
-        host_key_line=line,
-        known_hosts_text=known_hosts_for(port, line),
-        client_key_path=keys.key_path,
-        client_key_text=keys.key_text,
-        encrypted_key_path=keys.encrypted_key_path,
-        encrypted_key_text=keys.encrypted_key_text,
-        key_passphrase=keys.passphrase,
-        writable_dir="/",
-        local_root=root,
-        server_root=root,
-        name="custom_sftp",
-    )
-    holder["s"] = info
-    try:
-        yield info
-    finally:
-
-        async def stop() -> None:
-            acceptor.close()
-            for conn in list(conns):
-                conn.abort()
-            await acceptor.wait_closed()
-
-        try:
-            lt.run(stop())
-        finally:
-            lt.stop()
+def run_custom_sftp(root: Path, keys: ClientKeys, **options: Any) -> contextlib.AbstractContextManager[AsyncsshServer]:
+    """Start an asyncssh SFTP server (chroot *root*) with a custom SFTP server class and SSH options
+    (``sftp_server``, ``host_key``, ``host_key_algorithms``, ``listen_options``, ``login``: see
+    :func:`tests.servers.sftp_asyncssh.run_asyncssh`)."""
+    return run_asyncssh(root, keys, name="custom_sftp", **options)
 
 
 class QuotaSFTPServer(asyncssh.SFTPServer):

@@ -25,7 +25,7 @@ import psutil
 
 from tests.servers import HOST, FTPSServer, SFTPServer, free_port, wait_listening
 from tests.servers.pki import ServerPKI
-from tests.servers.sftp_asyncssh import ClientKeys, host_key_line, known_hosts_for
+from tests.servers.sftp_asyncssh import ClientKeys, describe_sftp_server, host_key_line
 
 VSFTPD = "/usr/sbin/vsftpd"
 SSHD = "/usr/sbin/sshd"
@@ -509,24 +509,18 @@ ChrootDirectory {root}
 
     proc, port = _start_listening(make, "sshd")
     try:
-        key_line = host_key_line(host_key)
-        info = SFTPServer(
-            kind="openssh",
-            host=HOST,
+        info = describe_sftp_server(
+            SFTPServer,
             port=port,
+            key_line=host_key_line(host_key),
+            keys=keys,
+            started=t0,
+            kind="openssh",
             login=login,
             password=password,
-            host_key_line=key_line,
-            known_hosts_text=known_hosts_for(port, key_line),
-            client_key_path=keys.key_path,
-            client_key_text=keys.key_text,
-            encrypted_key_path=keys.encrypted_key_path,
-            encrypted_key_text=keys.encrypted_key_text,
-            key_passphrase=keys.passphrase,
             writable_dir="/upload",
             local_root=upload,
             server_root=root,
-            start_seconds=time.monotonic() - t0,
             name=name,
             _mkdir=user_mkdir,
         )

@@ -1,4 +1,10 @@
-"""In-process asyncssh SFTP server (own event loop thread), chrooted to a temp root."""
+"""In-process asyncssh SFTP server (own event loop thread), chrooted to a temp root.
+
+:func:`run_asyncssh` serves the shared fixtures and the negative tests alike: those choose the SFTP
+server class (quota, permission denied, never answering...), the host key and its signature
+algorithms, and the SSH algorithm lists; every server counts TCP connections and authentication
+requests, so a test can assert "one connection, no retry" and "refused before authentication".
+"""
 
 from __future__ import annotations
 
@@ -8,14 +14,14 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncssh
 
-from tests.servers import HOST, SFTPServer, wait_listening
+from tests.servers import HOST, SFTPServer
 
 
 @dataclass
@@ -74,6 +80,41 @@ def known_hosts_for(port: int, key_line: str) -> str:
     return "".join(f"[{h}]:{port} {key_line}\n" for h in ("127.0.0.1", "localhost"))
 
 
+_S = TypeVar("_S", bound=SFTPServer)
+
+
+def describe_sftp_server(
+    cls: type[_S], *, port: int, key_line: str, keys: ClientKeys, started: float, **fields: Any
+) -> _S:
+    """An :class:`SFTPServer` (or subclass) on ``HOST:port`` with host key *key_line*, the client *keys*,
+    and ``start_seconds`` counted from the :func:`time.monotonic` value *started*."""
+    return cls(
+        host=HOST,
+        port=port,
+        host_key_line=key_line,
+        known_hosts_text=known_hosts_for(port, key_line),
+        client_key_path=keys.key_path,
+        client_key_text=keys.key_text,
+        encrypted_key_path=keys.encrypted_key_path,
+        encrypted_key_text=keys.encrypted_key_text,
+        key_passphrase=keys.passphrase,
+        start_seconds=time.monotonic() - started,
+        **fields,
+    )
+
+
+@dataclass
+class AsyncsshServer(SFTPServer):
+    """An :class:`SFTPServer` run by :func:`run_asyncssh`, which also counts what reached it."""
+
+    #: The server's (first) host key.
+    host_key: asyncssh.SSHKey | None = field(default=None, repr=False)
+    #: TCP connections accepted (every attempt a client made).
+    connections: int = 0
+    #: ``(username, method)`` of every authentication request received (``"begin"`` when userauth started).
+    auth_attempts: list[tuple[str, str]] = field(default_factory=list)
+
+
 class _LoopThread:
     """An asyncio event loop running forever in a daemon thread."""
 
@@ -107,15 +148,36 @@ def run_asyncssh(
     login: str = "sftpuser",
     password: str | None = None,
     name: str = "",
-) -> Iterator[SFTPServer]:
-    """Start an asyncssh SFTP server on 127.0.0.1:0 chrooted to ``root``; stop it on exit."""
+    sftp_server: type[asyncssh.SFTPServer] = asyncssh.SFTPServer,
+    host_key: asyncssh.SSHKey | None = None,
+    host_key_algorithms: Sequence[str] | None = None,
+    extra_host_keys: Sequence[asyncssh.SSHKey] = (),
+    listen_options: Mapping[str, Any] | None = None,
+) -> Iterator[AsyncsshServer]:
+    """Start an asyncssh SFTP server on 127.0.0.1:0 chrooted to ``root``; stop it on exit.
+
+    One login (*login*) that accepts its password or either client key of *keys*.
+
+    :param sftp_server: the SFTP server class (a subclass that fails writes, never answers...),
+        instantiated per session with ``chroot=root``.
+    :param host_key: the host key (default: a fresh ed25519 key).
+    :param host_key_algorithms: restrict the signature algorithms the host key is offered with
+        (e.g. ``["ssh-rsa"]`` for a server that signs only with SHA-1).
+    :param extra_host_keys: more host keys (of other types) the server also holds.
+    :param listen_options: more ``asyncssh.listen`` options (e.g. ``kex_algs``, ``encryption_algs``,
+        ``mac_algs``: a server with only weak algorithms).
+    """
     t0 = time.monotonic()
     password = password or secrets.token_urlsafe(16)
     expected_pw = password.encode()
     root.mkdir(parents=True, exist_ok=True)
-    host_key = asyncssh.generate_private_key("ssh-ed25519", comment="sectransfer-test-host")
+    key = host_key or asyncssh.generate_private_key("ssh-ed25519", comment="sectransfer-test-host")
+    keypair: Any = key
+    if host_key_algorithms is not None:
+        keypair = asyncssh.load_keypairs([key])[0]
+        keypair.host_key_algorithms = [a.encode("ascii") for a in host_key_algorithms]
     authorized = asyncssh.import_authorized_keys(keys.authorized_keys)
-    auth_log: list[tuple[str, str]] = []
+    holder: list[AsyncsshServer] = []  # the info below, once the port is known
     conns: set[asyncssh.SSHServerConnection] = set()
 
     class _Server(asyncssh.SSHServer):
@@ -127,11 +189,13 @@ def run_asyncssh(
         def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
             self._conn = conn
             conns.add(conn)
+            holder[0].connections += 1
 
         def connection_lost(self, exc: Exception | None) -> None:
             conns.discard(self._conn)
 
         def begin_auth(self, username: str) -> bool:
+            holder[0].auth_attempts.append((username, "begin"))
             if username == login:
                 self._conn.set_authorized_keys(authorized)
             return True  # authentication is always required
@@ -140,17 +204,18 @@ def run_asyncssh(
             return True
 
         def validate_password(self, username: str, pw: str) -> bool:
+            holder[0].auth_attempts.append((username, "password"))
             self._pw_ok = username == login and secrets.compare_digest(pw.encode(), expected_pw)
             return self._pw_ok
 
         def auth_completed(self) -> None:
             user = self._conn.get_extra_info("username")
-            auth_log.append((user, "password" if self._pw_ok else "publickey"))
+            holder[0].auth_log.append((user, "password" if self._pw_ok else "publickey"))
 
     chroot = str(root).encode()
 
     def sftp_factory(chan: asyncssh.SSHServerChannel[bytes]) -> asyncssh.SFTPServer:
-        return asyncssh.SFTPServer(chan, chroot=chroot)
+        return sftp_server(chan, chroot=chroot)
 
     lt = _LoopThread()
 
@@ -158,10 +223,11 @@ def run_asyncssh(
         return await asyncssh.listen(
             HOST,
             0,
-            server_host_keys=[host_key],
+            server_host_keys=[keypair, *extra_host_keys],
             server_factory=_Server,
             sftp_factory=sftp_factory,
             login_timeout=30,
+            **(listen_options or {}),
         )
 
     try:
@@ -170,30 +236,26 @@ def run_asyncssh(
         lt.stop()
         raise
     try:
+        # listen() has returned: the socket accepts connections. No probe connection (the server
+        # would count it as a client's).
         port = int(acceptor.sockets[0].getsockname()[1])
         lt.thread.name = f"asyncssh-server-{port}"
-        wait_listening(HOST, port, timeout=5, alive=lt.thread.is_alive)
-        key_line = host_key_line(host_key)
-        info = SFTPServer(
-            kind="asyncssh",
-            host=HOST,
+        info = describe_sftp_server(
+            AsyncsshServer,
             port=port,
+            key_line=host_key_line(key),
+            keys=keys,
+            started=t0,
+            kind="asyncssh",
             login=login,
             password=password,
-            host_key_line=key_line,
-            known_hosts_text=known_hosts_for(port, key_line),
-            client_key_path=keys.key_path,
-            client_key_text=keys.key_text,
-            encrypted_key_path=keys.encrypted_key_path,
-            encrypted_key_text=keys.encrypted_key_text,
-            key_passphrase=keys.passphrase,
             writable_dir="/",
             local_root=root,
             server_root=root,
-            start_seconds=time.monotonic() - t0,
             name=name,
-            auth_log=auth_log,
+            host_key=key,
         )
+        holder.append(info)
         yield info
     finally:
 

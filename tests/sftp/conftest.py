@@ -36,7 +36,7 @@ def auth_extras(server: SFTPServer, auth: str) -> tuple[str | None, dict[str, An
 
 
 def make_settings(
-    server: SFTPServer | CustomServer,
+    server: SFTPServer,
     auth: str = "password",
     *,
     conn_type: str = "secure_sftp",
@@ -49,10 +49,7 @@ def make_settings(
 
     An extra given as None is removed (e.g. ``host_key=None`` with ``known_hosts=...``).
     """
-    if isinstance(server, SFTPServer):
-        pw, auth_ex = auth_extras(server, auth)
-    else:
-        pw, auth_ex = server.password, {}
+    pw, auth_ex = auth_extras(server, auth)
     merged: dict[str, Any] = {"host_key": server.host_key_line, "conn_timeout": 10, **auth_ex, **extras}
     merged = {k: v for k, v in merged.items() if v is not None}
     return parse_sftp_settings(

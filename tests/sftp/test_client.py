@@ -380,7 +380,7 @@ def test_listing_with_an_unsafe_name_is_refused(custom_sshd: Callable[..., Custo
             for name in (b".", b"..", b"fine.txt", b"../../etc/passwd"):
                 yield asyncssh.SFTPName(name, attrs=attrs)
 
-    server = custom_sshd(sftp_factory=lambda chan: HostileSFTP(chan))
+    server = custom_sshd(sftp_server=HostileSFTP)
     with SFTPClient(make_settings(server)) as client:
         with pytest.raises(RemotePathError, match="unsafe name") as err:
             client.listdir("/in")
