@@ -104,6 +104,21 @@ class RemoteFS(Protocol):
     ) -> None: ...
 
 
+@runtime_checkable
+class SupportsPutSmall(Protocol):
+    """A :class:`RemoteFS` with a fused upload for files small enough to hold in memory.
+
+    ``put_small(part, target, data)`` writes *data* to *part* (created or truncated), asks the
+    server how many bytes *part* holds, and only when that is ``len(data)`` renames *part* to
+    *target* (replacing it); all in fewer round trips than ``write_from`` + ``stat`` + ``rename``.
+    It returns the size the server reported (``None``: *part* is missing), so that the caller
+    decides what a mismatch means; *part* is then left where it is. The engine uses it for small
+    files when nothing is to be resumed and ``verify="size"``.
+    """
+
+    def put_small(self, part: str, target: str, data: bytes) -> int | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class TransferRecord:
     """What happened to one file; the operator returns a list of these as dicts (XCom)."""

@@ -16,6 +16,19 @@ One file, step by step (``_FileUpload.run``)::
     checksum(part)                    verify="checksum" only: must equal the local digest
     rename(part, target)              the final name only ever holds a verified file
 
+Many files into one directory (at least ``_LIST_MIN_FILES``): the directory is
+listed once, and the listing answers both stats for every file in it (a listed
+partial is stat'ed again before it is resumed; with ``overwrite="fail"`` the target
+is always stat'ed, so a listing that missed a file can never cause a replacement).
+A listing can only make the engine do more work, never skip a check that protects
+data: a target missing from it is replaced anyway (``"replace"``) or uploaded again
+(``"skip_identical"``), a partial missing from it is sent again from byte 0.
+
+Small files (up to ``_SMALL_FILE``, nothing to resume, ``verify="size"``) are read
+into memory, hashed, and sent with the client's ``put_small``: write, size check
+and rename in one pipelined exchange (SFTP: OPEN, WRITE+FSTAT+CLOSE, RENAME) with
+the same guarantees as the steps above.
+
 The temporary name ``.<name>.<sha256(abs path|size|mtime_ns)[:16]>.part`` is
 derived from the source's identity, so a retry of the same task finds the
 partial that a cut connection left, while a changed source gets a new name and
@@ -37,6 +50,7 @@ partials, and every connection is closed. The resumed prefix is trusted by size;
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import io
 import logging
@@ -48,7 +62,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, Final, Protocol, cast
+from typing import IO, TYPE_CHECKING, Any, Final, NoReturn, Protocol, cast
 
 from airflow_secure_transfer.exceptions import (
     ConfigurationError,
@@ -59,7 +73,7 @@ from airflow_secure_transfer.exceptions import (
     SecureTransferError,
     TransportError,
 )
-from airflow_secure_transfer.transfer.base import RemoteFS, TransferRecord
+from airflow_secure_transfer.transfer.base import RemoteEntry, RemoteFS, SupportsPutSmall, TransferRecord
 from airflow_secure_transfer.transfer.local import LocalFile, LocalSource, expand_local
 from airflow_secure_transfer.transfer.paths import check_name, resolve_remote
 
@@ -102,6 +116,10 @@ VERIFY_MODES: Final = ("size", "checksum")
 
 #: Local read size; the transports re-block as their protocol likes.
 _CHUNK = 1024 * 1024
+#: Files up to this size go through ``put_small`` (whole in memory, fewer round trips) when the client has it.
+_SMALL_FILE: Final = 1024 * 1024
+#: A target directory that receives at least this many files is listed once, instead of two stats per file.
+_LIST_MIN_FILES: Final = 8
 _MAX_NAME_BYTES = 180  # the temp name adds 1 + 1 + 16 + 5 bytes; most servers allow 255
 
 
@@ -450,6 +468,7 @@ class _Shared:
     cancel: threading.Event = field(default_factory=threading.Event)
     made_dirs: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    listings: _Listings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -477,6 +496,45 @@ def _local_digest(path: str, algorithm: str, cancel: threading.Event) -> str:
                 raise _Cancelled
             h.update(chunk)
     return h.hexdigest()
+
+
+class _Unknown:
+    """Marker: the listing cannot answer; ask the server."""
+
+
+_UNKNOWN: Final = _Unknown()
+
+
+class _Listings:
+    """One listing per target directory that receives many files, shared by the workers."""
+
+    def __init__(self, directories: set[str]) -> None:
+        self._locks = {d: threading.Lock() for d in directories}
+        self._entries: dict[str, dict[str, RemoteEntry] | None] = {}
+
+    def lookup(self, fs: RemoteFS, path: str) -> RemoteEntry | _Unknown | None:
+        """The listed entry at *path*, None when the listing does not have it, or ``_UNKNOWN``."""
+        directory, name = posixpath.split(path)
+        lock = self._locks.get(directory)
+        if lock is None:
+            return _UNKNOWN
+        with lock:  # the first worker to need it lists; the others wait for that one listing
+            if directory not in self._entries:
+                self._entries[directory] = self._list(fs, directory)
+        listing = self._entries[directory]
+        return _UNKNOWN if listing is None else listing.get(name)
+
+    @staticmethod
+    def _list(fs: RemoteFS, directory: str) -> dict[str, RemoteEntry] | None:
+        try:
+            entries = fs.listdir(directory)
+        except TransportError:
+            raise
+        except SecureTransferError as exc:
+            # Not listable (a write-only drop box, a hostile name): fall back to one stat per file.
+            logger.debug("cannot list %s (%s); checking each file instead", directory, exc)
+            return None
+        return {posixpath.basename(e.path.rstrip("/")): e for e in entries}
 
 
 class _Connection:
@@ -533,7 +591,7 @@ class _FileUpload:
             local = LocalFile(local.path, local.relpath, st.st_size, st.st_mtime_ns)
             if self.opts.create_dirs:
                 self._makedirs(fs, posixpath.dirname(target))
-            existing = fs.stat(target)
+            existing = self._lookup(fs, target, certain=self.opts.overwrite == "fail")
             if existing is not None:
                 if existing.is_dir:
                     raise RemotePathError(
@@ -559,6 +617,17 @@ class _FileUpload:
         return record
 
     # -- steps
+
+    def _lookup(self, fs: RemoteFS, path: str, *, certain: bool = False) -> RemoteEntry | None:
+        """What is at *path*: from the directory's listing when there is one, else a stat.
+
+        :param certain: an absence in the listing is checked with a stat (only a presence is trusted).
+        """
+        listings = self.shared.listings
+        listed = _UNKNOWN if listings is None else listings.lookup(fs, path)
+        if isinstance(listed, _Unknown) or (listed is None and certain):
+            return fs.stat(path)
+        return listed
 
     def _makedirs(self, fs: RemoteFS, directory: str) -> None:
         if directory in ("", "/"):
@@ -616,7 +685,9 @@ class _FileUpload:
     ) -> TransferRecord:
         part = partial_name(target, local)
         offset = 0
-        existing = fs.stat(part)
+        existing = self._lookup(fs, part)
+        if existing is not None and self.shared.listings is not None:
+            existing = fs.stat(part)  # listed: resume from its size now, not the listing's
         if existing is not None:
             if not existing.is_dir and existing.size is not None and 0 < existing.size <= local.size:
                 offset = existing.size
@@ -625,6 +696,9 @@ class _FileUpload:
             else:
                 # Larger than the source, or of unknown size: it cannot be the start of this file.
                 fs.remove(part)
+        small = offset == 0 and local.size <= _SMALL_FILE and self.opts.verify == "size"
+        if small and isinstance(fs, SupportsPutSmall):
+            return self._send_small(fs, raw, local, target, part, started)
         hashers: dict[str, _Hash] = {"sha256": hashlib.sha256()}
         algorithm = self.conn.checksum_algorithm
         if self.opts.verify == "checksum" and algorithm and algorithm != "sha256":
@@ -669,6 +743,41 @@ class _FileUpload:
             verified=True,
         )
 
+    def _send_small(
+        self, fs: SupportsPutSmall, raw: io.BufferedReader, local: LocalFile, target: str, part: str, started: float
+    ) -> TransferRecord:
+        """The whole file in memory: write, size check and rename in one call (see ``put_small``)."""
+        if self.shared.cancel.is_set():
+            raise _Cancelled
+        data = raw.read(local.size + 1)
+        try:
+            now = os.stat(local.path)
+        except OSError:
+            now = None
+        if len(data) != local.size or now is None or now.st_size != local.size or now.st_mtime_ns != local.mtime_ns:
+            raise IntegrityError(f"local file {local.path!r} changed while it was being read; nothing was sent")
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            landed = fs.put_small(part, target, data)
+            if landed != len(data):
+                self._size_mismatch(part, landed, local.size)
+        except (_Cancelled, TransportError, _ShortUpload):
+            raise  # a cut connection: whatever reached the server stays for the next try
+        except SecureTransferError:
+            _safe_remove(cast("RemoteFS", fs), part)
+            raise
+        self.shared.progress.sent(len(data))
+        return TransferRecord(
+            local_path=local.path,
+            remote_path=target,
+            bytes=len(data),
+            sha256=digest,
+            seconds=time.monotonic() - started,
+            resumed=False,
+            skipped=False,
+            verified=True,
+        )
+
     def _verify(self, fs: RemoteFS, part: str, local: LocalFile, hashers: dict[str, _Hash]) -> None:
         try:
             now = os.stat(local.path)
@@ -678,11 +787,7 @@ class _FileUpload:
             raise IntegrityError(f"local file {local.path!r} changed while it was being uploaded; not renamed")
         entry = fs.stat(part)
         if entry is None or entry.size != local.size:
-            got = "nothing" if entry is None else f"{entry.size} bytes"
-            message = f"{part}: the server has {got} after the upload, expected {local.size} bytes"
-            if entry is not None and entry.size is not None and 0 < entry.size < local.size:
-                raise _ShortUpload(message + "; the partial is kept for a resume")
-            raise IntegrityError(message)
+            self._size_mismatch(part, None if entry is None else entry.size, local.size)
         if self.opts.verify != "checksum":
             return
         remote_sum = self._remote_checksum(fs, part)
@@ -701,6 +806,15 @@ class _FileUpload:
             raise IntegrityError(
                 f"{part}: the server's {algorithm} is {remote_hex}, the local file's is {local_hex}; not renamed"
             )
+
+    @staticmethod
+    def _size_mismatch(part: str, size: int | None, expected: int) -> NoReturn:
+        """Raise for a partial of *size* bytes (None: missing or of unknown size) instead of *expected*."""
+        got = "nothing" if size is None else f"{size} bytes"
+        message = f"{part}: the server has {got} after the upload, expected {expected} bytes"
+        if size is not None and 0 < size < expected:
+            raise _ShortUpload(message + "; the partial is kept for a resume")
+        raise IntegrityError(message)
 
     def _delete_source(self, local: LocalFile) -> None:
         try:
@@ -818,6 +932,10 @@ class _Run:
             first.drop()
             raise
         self.connected = 1
+        per_dir = collections.Counter(posixpath.dirname(p.remote) for p in plan.files)
+        crowded = {d for d, n in per_dir.items() if n >= _LIST_MIN_FILES}
+        if crowded:
+            self.shared.listings = _Listings(crowded)
         for item in sorted(plan.files, key=lambda p: -p.local.size):  # largest first balances the workers
             self.queue.put(item)
         if self.workers <= 1:

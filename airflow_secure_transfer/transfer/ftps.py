@@ -53,6 +53,7 @@ from __future__ import annotations
 import calendar
 import contextlib
 import ftplib
+import io
 import logging
 import posixpath
 import re
@@ -969,9 +970,43 @@ class FTPSClient:
         return next((cmd for cmd, _ in _X_HASH_COMMANDS if cmd in self.features), None)
 
     def size(self, path: str) -> int | None:
-        """Return the size of the file *path*, or ``None`` if it does not exist or is a directory."""
-        entry = self.stat(path)
-        return None if entry is None or entry.is_dir else entry.size
+        """Return the size of the file *path*, or ``None`` if it does not exist or is a directory.
+
+        One command: ``SIZE`` where the server offers it (in binary mode, the exact byte count),
+        else ``MLST``; :meth:`stat` may need two or three on a server without ``MLST``.
+        """
+        check_name(path)
+        if "SIZE" not in self.features:
+            entry = self.stat(path)
+            return None if entry is None or entry.is_dir else entry.size
+        ftp = self.ftp
+        with self._errors("size", path):
+            try:
+                resp = ftp.sendcmd(f"SIZE {path}")
+            except ftplib.error_perm as exc:
+                if str(exc)[:3] in _PATH_CODES:
+                    return None  # missing, or a directory (SIZE answers for files only)
+                raise
+        try:
+            return int(resp[3:].strip())
+        except ValueError:
+            raise ConfigurationError(f"{self._where}: size {path}: unexpected reply {resp[:80]!r}") from None
+
+    def put_small(self, part: str, target: str, data: bytes) -> int | None:
+        """Upload a whole small file: ``STOR`` *data* into *part*, check its size, rename it to *target*.
+
+        Five commands (``EPSV``, ``STOR``, ``SIZE``, ``RNFR``, ``RNTO``) and one TLS data
+        connection per file, where :meth:`write_from` + :meth:`stat` + :meth:`rename` need up to
+        eight on a server without ``MLST``.
+
+        :returns: the size the server reported for *part* (``None``: missing); the rename happens
+            only when it is ``len(data)``.
+        """
+        self.write_from(part, io.BytesIO(data))
+        size = self.size(part)
+        if size == len(data):
+            self.rename(part, target)
+        return size
 
     def noop(self) -> None:
         """Send ``NOOP`` (keeps the control connection alive during long local work)."""

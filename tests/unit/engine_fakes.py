@@ -8,6 +8,7 @@ bytes are written, which connection wrote them, what a cut connection leaves.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import threading
 from collections.abc import Callable
@@ -48,6 +49,13 @@ class FakeServer:
     wrong_checksum: bool = False
     #: The login directory the clients report (FTP PWD / SFTP realpath(".")).
     home: str = "/"
+    #: Connections offer ``put_small`` (the fused small-file upload of the real clients).
+    put_small: bool = False
+    #: Names that listdir leaves out (a listing that misses files); "*": listdir raises RemotePathError.
+    hide_from_listing: set[str] = field(default_factory=set)
+    stats: list[str] = field(default_factory=list)
+    listings: list[str] = field(default_factory=list)
+    put_smalls: list[tuple[str, str, int]] = field(default_factory=list)  # (part, target, len(data))
     opened: int = 0
     active: int = 0
     max_active: int = 0
@@ -77,7 +85,7 @@ class FakeServer:
             self.idle.clear()
             self.max_active = max(self.max_active, self.active)
             conn_id = self.opened
-        return LocalDirFS(self, conn_id)
+        return PutSmallFS(self, conn_id) if self.put_small else LocalDirFS(self, conn_id)
 
 
 class LocalDirFS:
@@ -96,6 +104,11 @@ class LocalDirFS:
 
     def stat(self, path: str) -> RemoteEntry | None:
         self._check()
+        with self.server.lock:
+            self.server.stats.append(path)
+        return self._stat(path)
+
+    def _stat(self, path: str) -> RemoteEntry | None:
         p = self.server.local(path)
         try:
             st = p.stat()
@@ -105,9 +118,15 @@ class LocalDirFS:
 
     def listdir(self, path: str) -> list[RemoteEntry]:
         self._check()
+        with self.server.lock:
+            self.server.listings.append(path)
+        if "*" in self.server.hide_from_listing:
+            raise RemotePathError(f"550 {path}: permission denied", path=path)
         out = []
         for child in sorted(self.server.local(path).iterdir()):
-            entry = self.stat(f"{path.rstrip('/')}/{child.name}")
+            if child.name in self.server.hide_from_listing:
+                continue
+            entry = self._stat(f"{path.rstrip('/')}/{child.name}")
             assert entry is not None
             out.append(entry)
         return out
@@ -197,3 +216,18 @@ class LocalDirFS:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class PutSmallFS(LocalDirFS):
+    """A connection with ``put_small``, built from the same steps (so the injected faults apply)."""
+
+    def put_small(self, part: str, target: str, data: bytes) -> int | None:
+        self._check()
+        with self.server.lock:
+            self.server.put_smalls.append((part, target, len(data)))
+        self.write_from(part, io.BytesIO(data))
+        entry = self._stat(part)
+        size = None if entry is None else entry.size
+        if size == len(data):
+            self.rename(part, target)
+        return size

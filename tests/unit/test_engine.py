@@ -27,11 +27,12 @@ from airflow_secure_transfer.transfer.engine import partial_name, upload
 from airflow_secure_transfer.transfer.local import expand_local
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> FakeServer:
+@pytest.fixture(params=[False, True], ids=["steps", "put_small"])
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> FakeServer:
+    """Every engine test runs twice: with the step-by-step client and with one that has ``put_small``."""
     root = tmp_path / "remote"
     root.mkdir()
-    return FakeServer(root)
+    return FakeServer(root, put_small=request.param)
 
 
 @pytest.fixture
@@ -288,7 +289,7 @@ def test_a_changed_source_never_continues_an_old_partial(server: FakeServer, src
 
 def test_a_source_modified_during_upload_is_not_renamed(server: FakeServer, src: Path) -> None:
     path = src / "a"
-    path.write_bytes(b"x" * 200_000)
+    path.write_bytes(b"x" * 2_000_000)  # larger than a small file: streamed, not read at once
 
     def touch(remote: str, written: int, source: object) -> None:
         if written >= 65536:

@@ -1,0 +1,45 @@
+"""``put_small`` (the fused small-file upload) on every server fixture: write, size check, rename."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from airflow_secure_transfer.exceptions import RemotePathError
+from airflow_secure_transfer.transfer.base import SupportsPutSmall
+
+from ._support import AnyServer, client_for, leftovers, settings_for
+
+
+def _remote(server: AnyServer, *parts: str) -> str:
+    return "/".join([server.writable_dir.rstrip("/"), *parts])
+
+
+@pytest.mark.parametrize("size", [0, 1, 8192, 600_000])  # 600,000 B: several SFTP WRITEs in flight
+def test_put_small_lands_the_bytes_under_the_final_name(any_server: AnyServer, size: int) -> None:
+    data = os.urandom(size)
+    with client_for(settings_for(any_server)) as fs:
+        assert isinstance(fs, SupportsPutSmall)
+        landed = fs.put_small(_remote(any_server, ".f.part"), _remote(any_server, "f"), data)
+    assert landed == size
+    assert (any_server.local_root / "f").read_bytes() == data
+    assert leftovers(any_server.local_root) == []
+
+
+def test_put_small_replaces_an_existing_target(any_server: AnyServer) -> None:
+    with client_for(settings_for(any_server)) as fs:
+        assert isinstance(fs, SupportsPutSmall)
+        for content in (b"first version, longer", b"second"):
+            assert fs.put_small(_remote(any_server, ".g.part"), _remote(any_server, "g"), content) == len(content)
+    assert (any_server.local_root / "g").read_bytes() == b"second"
+
+
+def test_put_small_into_a_missing_directory_fails_and_lands_nothing(any_server: AnyServer) -> None:
+    with client_for(settings_for(any_server)) as fs:
+        assert isinstance(fs, SupportsPutSmall)
+        with pytest.raises(RemotePathError):
+            fs.put_small(_remote(any_server, "nope", ".h.part"), _remote(any_server, "nope", "h"), b"data")
+        # The session is still usable after the refusal.
+        assert fs.put_small(_remote(any_server, ".h.part"), _remote(any_server, "h"), b"data") == 4
+    assert not (any_server.local_root / "nope").exists()
