@@ -1,6 +1,7 @@
 """A loopback TCP proxy that cuts connections after a number of bytes (fault injection for resume tests).
 
-Unlike ``tests.servers.proxy.RecordingProxy`` it keeps no copy of the traffic (64 MiB
+It shares its plumbing with ``tests.servers.proxy.RecordingProxy`` (:class:`~tests.servers.proxy.TCPForwarder`);
+unlike that one it keeps no copy of the traffic (64 MiB
 uploads pass through it), can listen on several ports at once (FTP passive data
 ports), and can be re-armed and disarmed between two runs of the same upload.
 
@@ -17,10 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import random
-import select
 import socket
 import struct
-import threading
+
+from tests.servers.proxy import TCPForwarder
 
 
 def _bindable(host: str, port: int) -> bool:
@@ -55,46 +56,38 @@ def ipv6_loopback_available() -> bool:
     return True
 
 
-class CutProxy:
+class CutProxy(TCPForwarder):
     """Forward ``listen_host:port`` to ``target_host:target_port`` for each route; cut on demand.
+
+    A cut, or a failed read or write, resets both sides (RST), like a dropped network path or a
+    killed middlebox.
 
     :param target_host: where to forward to (loopback only).
     :param listen_host: where to listen (loopback only).
     """
 
+    bufsize = 262144
+    accept_poll = 0.05
+    nodelay = True
+
     def __init__(self, target_host: str, listen_host: str = "127.0.0.1") -> None:
         assert target_host in ("127.0.0.1", "::1", "localhost") and listen_host in ("127.0.0.1", "::1")
+        super().__init__("cutproxy")
         self.target_host = target_host
         self.listen_host = listen_host
-        self._lock = threading.Lock()
-        self._closed = threading.Event()
-        self._listeners: dict[socket.socket, tuple[int, bool]] = {}  # sock -> (target port, counted)
-        self._conns: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
         self._limit: int | None = None
         self._counted = 0
         #: Client-to-server bytes forwarded on counted routes since the last arm().
         self.forwarded = 0
-        #: Connections accepted (all routes).
-        self.connections = 0
-        #: Set when a limit cut a connection.
-        self.cut = threading.Event()
-        self._accept_thread = threading.Thread(target=self._accept_loop, name="cutproxy-accept", daemon=True)
-        self._accept_thread.start()
 
     def add_route(self, target_port: int, listen_port: int = 0, *, counted: bool = True) -> int:
         """Listen on *listen_port* (0: any) and forward to *target_port*; return the port listened on.
 
         :param counted: whether bytes on this route count towards (and can trigger) the cut.
         """
-        family = socket.AF_INET6 if ":" in self.listen_host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.listen_host, listen_port))
-        sock.listen(16)
-        with self._lock:
-            self._listeners[sock] = (target_port, counted)
-        return int(sock.getsockname()[1])
+        return self._listen(
+            (self.listen_host, listen_port), (self.target_host, target_port), counted=counted, reuse_addr=True
+        )
 
     def arm(self, n_bytes: int) -> None:
         """Cut the connection that carries the *n_bytes*-th client-to-server byte (counted routes)."""
@@ -108,55 +101,7 @@ class CutProxy:
         with self._lock:
             self._limit = None
 
-    def close(self) -> None:
-        self._closed.set()
-        with self._lock:
-            socks = list(self._listeners) + list(self._conns)
-        for s in socks:
-            with contextlib.suppress(OSError):
-                s.close()
-        self._accept_thread.join(timeout=5)
-        for t in list(self._threads):
-            t.join(timeout=5)
-
-    def __enter__(self) -> CutProxy:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # ------------------------------------------------------------------ internals
-
-    def _accept_loop(self) -> None:
-        while not self._closed.is_set():
-            with self._lock:
-                listeners = list(self._listeners)
-            try:
-                readable, _, _ = select.select(listeners, [], [], 0.05)
-            except (OSError, ValueError):
-                if self._closed.is_set():
-                    return
-                continue
-            for listener in readable:
-                try:
-                    client, _ = listener.accept()
-                except OSError:
-                    continue
-                target_port, counted = self._listeners[listener]
-                try:
-                    server = socket.create_connection((self.target_host, target_port), timeout=10)
-                    server.settimeout(None)
-                except OSError:
-                    client.close()
-                    continue
-                for s in (client, server):
-                    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                with self._lock:
-                    self.connections += 1
-                    self._conns += [client, server]
-                t = threading.Thread(target=self._pump, args=(client, server, counted), daemon=True)
-                self._threads.append(t)
-                t.start()
 
     @staticmethod
     def _reset(*socks: socket.socket) -> None:
@@ -167,49 +112,22 @@ class CutProxy:
             with contextlib.suppress(OSError):
                 s.close()
 
-    def _pump(self, client: socket.socket, server: socket.socket, counted: bool) -> None:
-        peers = {client: server, server: client}
-        try:
-            while not self._closed.is_set() and peers:
-                try:
-                    readable, _, _ = select.select(list(peers), [], [], 0.1)
-                except (OSError, ValueError):
-                    return
-                for src in readable:
-                    dst = peers.get(src)
-                    if dst is None:
-                        continue
-                    try:
-                        chunk = src.recv(262144)
-                    except OSError:
-                        self._reset(client, server)
-                        return
-                    if not chunk:
-                        with contextlib.suppress(OSError):
-                            dst.shutdown(socket.SHUT_WR)
-                        del peers[src]
-                        continue
-                    cut = False
-                    if src is client and counted:
-                        with self._lock:
-                            if self._limit is not None:
-                                room = self._limit - self._counted
-                                if room <= len(chunk):
-                                    chunk, cut = chunk[: max(room, 0)], True
-                            self._counted += len(chunk)
-                            self.forwarded += len(chunk)
-                    try:
-                        if chunk:
-                            dst.sendall(chunk)
-                    except OSError:
-                        self._reset(client, server)
-                        return
-                    if cut:
-                        self._limit = None
-                        self.cut.set()
-                        self._reset(client, server)
-                        return
-        finally:
-            for s in (client, server):
-                with contextlib.suppress(OSError):
-                    s.close()
+    def _chunk(self, chunk: bytes, *, from_client: bool, counted: bool) -> tuple[bytes, bool]:
+        cut = False
+        if from_client and counted:
+            with self._lock:
+                if self._limit is not None:
+                    room = self._limit - self._counted
+                    if room <= len(chunk):
+                        chunk, cut = chunk[: max(room, 0)], True
+                self._counted += len(chunk)
+                self.forwarded += len(chunk)
+        return chunk, cut
+
+    def _on_cut(self, client: socket.socket, server: socket.socket) -> None:
+        self._limit = None
+        self.cut.set()
+        self._reset(client, server)
+
+    def _on_error(self, client: socket.socket, server: socket.socket) -> None:
+        self._reset(client, server)
