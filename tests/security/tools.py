@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import os
 import secrets
@@ -46,28 +47,18 @@ from typing import Any, ClassVar
 
 import asyncssh
 
-from tests.servers import HOST, FTPSServer, wait_listening
+from tests.servers import HOST, FTPSServer
 from tests.servers.pki import ServerPKI
 from tests.servers.sftp_asyncssh import AsyncsshServer, ClientKeys, run_asyncssh
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    from pyftpdlib.authorizers import DummyAuthorizer
     from pyftpdlib.exceptions import _FileReadWriteError
     from pyftpdlib.filesystems import AbstractedFS
     from pyftpdlib.handlers.ftp.data import DTPHandler
-    from pyftpdlib.ioloop import IOLoop
     from pyftpdlib.log import logger as ftpd_logger
-    from pyftpdlib.servers import FTPServer
 
-    from tests.servers.pyftpd import (
-        _HASH_CMDS,
-        ImplicitTLSHandler,
-        PyFTPDThread,
-        ReuseRequiredDTPHandler,
-        SecureTestFTPHandler,
-        _ssl_context,
-    )
+    from tests.servers.pyftpd import ReuseRequiredDTPHandler, run_pyftpd
 
 SERVER_HOST = "127.0.0.2"  # where relayed servers really listen (the relay takes 127.0.0.1)
 
@@ -436,77 +427,37 @@ def run_relayed_pyftpd(
     :param data_target: send the data connections there instead of to the server (a man in the middle
         on the data path only: the control connection stays genuine).
     """
-    password = password or secrets.token_urlsafe(16)
-    root.mkdir(parents=True, exist_ok=True)
     own_relay = relay is None
     relay = relay or Relay()
-    auth = DummyAuthorizer()
-    auth.add_user(login, password, str(root), perm=perm)
-    base = ImplicitTLSHandler if tls_mode == "implicit" else SecureTestFTPHandler
-    cmds = dict(base.proto_cmds)
-    cmds.update(_HASH_CMDS)
-    if not offer_tls:
-        for k in ("AUTH", "PBSZ", "PROT"):
-            cmds.pop(k, None)
     ports = _pick_passive_ports(passive_count)
     fs_class = type("QuotaFS_", (QuotaFS,), {"limit": quota, "errno_": quota_errno, "used": [0]})
-    command_log: list[str] = []
-    handler = type(
-        f"Relayed_{tls_mode}",
-        (base,),
-        {
-            "authorizer": auth,
-            "ssl_context": _ssl_context(pki),
-            "offer_tls": offer_tls,
-            "allow_prot_p": allow_prot_p,
-            "tls_control_required": offer_tls,
-            "tls_data_required": offer_tls,
-            "certfile": str(pki.cert_path),
-            "keyfile": str(pki.key_path),
-            "with_hash": True,
-            "proto_cmds": cmds,
-            "command_log": command_log,
-            "require_session_reuse": True,
-            "session_reuse_failures": [],
-            "banner": f"relayed pyftpdlib {tls_mode} ready",
-            "passive_ports": ports,
-            "masquerade_address": None,
-            "abstracted_fs": fs_class,
-            "dtp_handler": StorageErrorDTPHandler,
-            "timeout": 60,
-        },
-    )
-    server = FTPServer((SERVER_HOST, 0), handler, ioloop=IOLoop())
-    sport = int(server.socket.getsockname()[1])
-    runner = PyFTPDThread(server)
-    runner.thread.name = f"relayed-pyftpd-{sport}"
-    runner.start()
-    try:
-        wait_listening(SERVER_HOST, sport, timeout=5, alive=runner.thread.is_alive)
-        cport = relay.add_route("control", (SERVER_HOST, sport))
+    with contextlib.ExitStack() as stack:
+        server = stack.enter_context(
+            run_pyftpd(
+                root,
+                pki,
+                tls_mode=tls_mode,
+                offer_tls=offer_tls,
+                allow_prot_p=allow_prot_p,
+                login=login,
+                password=password,
+                host=SERVER_HOST,
+                perm=perm,
+                passive_ports=ports,
+                handler_attrs={
+                    "banner": f"relayed pyftpdlib {tls_mode} ready",
+                    "abstracted_fs": fs_class,
+                    "dtp_handler": StorageErrorDTPHandler,
+                    "timeout": 60,
+                },
+            )
+        )
+        if own_relay:
+            stack.callback(relay.close)  # before the server stops
+        cport = relay.add_route("control", (SERVER_HOST, server.port))
         for p in ports:
             relay.add_route("data", data_target or (SERVER_HOST, p), listen=(HOST, p))
-        info = FTPSServer(
-            kind="pyftpdlib",
-            host=HOST,
-            port=cport,
-            tls_mode=tls_mode,
-            login=login,
-            password=password,
-            ca_pem=pki.ca_pem,
-            cert_fingerprint=pki.cert_fingerprint,
-            writable_dir="/",
-            local_root=root,
-            server_root=root,
-            with_hash=True,
-            name=f"relayed_pyftpd_{tls_mode}",
-            command_log=command_log,
-        )
-        yield info, relay
-    finally:
-        if own_relay:
-            relay.close()
-        runner.stop()
+        yield dataclasses.replace(server, host=HOST, port=cport, name=f"relayed_pyftpd_{tls_mode}"), relay
 
 
 # =============================================================================== SFTP servers

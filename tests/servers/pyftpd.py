@@ -8,7 +8,7 @@ import secrets
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -256,8 +256,12 @@ def run_pyftpd(
     login: str = "ftpuser",
     password: str | None = None,
     name: str = "",
+    host: str = HOST,
+    perm: str = "elradfmwMT",
+    passive_ports: Sequence[int] | None = None,
+    handler_attrs: Mapping[str, Any] | None = None,
 ) -> Iterator[FTPSServer]:
-    """Start a pyftpdlib FTPS server rooted at ``root`` on 127.0.0.1:0; stop it on exit.
+    """Start a pyftpdlib FTPS server rooted at ``root`` on ``host`` (127.0.0.1), port 0; stop it on exit.
 
     :param tls_mode: ``"explicit"`` (AUTH TLS) or ``"implicit"`` (TLS from the first byte).
     :param with_hash: offer HASH (draft-bryan-ftpext-hash) and XSHA256/XSHA1/XSHA512/XMD5.
@@ -267,6 +271,10 @@ def run_pyftpd(
         and USER/PASS are accepted in clear -- for "server without AUTH TLS" tests (see ``command_log``).
     :param allow_prot_p: False answers ``PROT P`` with 536 -- for "server refusing PROT P" tests.
     :param max_tls_version: ``"TLSv1.2"`` caps the server at TLS 1.2.
+    :param perm: pyftpdlib permissions of the user (``"elr"``: read-only, STOR -> ``550``).
+    :param passive_ports: a fixed set of passive ports (default: ephemeral).
+    :param handler_attrs: more (or other) handler class attributes, e.g. ``abstracted_fs``,
+        ``dtp_handler``, ``timeout``, ``banner``.
     """
     if not offer_tls and tls_mode != "explicit":
         raise ValueError("offer_tls=False only makes sense with tls_mode='explicit'")
@@ -274,7 +282,7 @@ def run_pyftpd(
     password = password or secrets.token_urlsafe(16)
     root.mkdir(parents=True, exist_ok=True)
     auth = DummyAuthorizer()
-    auth.add_user(login, password, str(root), perm="elradfmwMT")
+    auth.add_user(login, password, str(root), perm=perm)
     base = ImplicitTLSHandler if tls_mode == "implicit" else SecureTestFTPHandler
     cmds = dict(base.proto_cmds)
     if with_hash:
@@ -305,21 +313,22 @@ def run_pyftpd(
             "require_session_reuse": require_session_reuse,
             "session_reuse_failures": [],
             "banner": f"sectransfer pyftpdlib {tls_mode} ready",
-            "passive_ports": None,
+            "passive_ports": list(passive_ports) if passive_ports is not None else None,
             "masquerade_address": None,
             "timeout": 120,
+            **(handler_attrs or {}),
         },
     )
-    server = FTPServer((HOST, 0), handler, ioloop=IOLoop())
+    server = FTPServer((host, 0), handler, ioloop=IOLoop())
     port = int(server.socket.getsockname()[1])
     runner = PyFTPDThread(server)
     runner.thread.name = f"pyftpd-{port}"
     runner.start()
     try:
-        wait_listening(HOST, port, timeout=5, alive=runner.thread.is_alive)
+        wait_listening(host, port, timeout=5, alive=runner.thread.is_alive)
         info = FTPSServer(
             kind="pyftpdlib",
-            host=HOST,
+            host=host,
             port=port,
             tls_mode=tls_mode,
             login=login,
