@@ -21,8 +21,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_secure_transfer.exceptions import ConfigurationError, SecureTransferError
-from airflow_secure_transfer.security.policy import FTPS_CONN_TYPES, SFTP_CONN_TYPES
-from airflow_secure_transfer.transfer.engine import validate_options
+from airflow_secure_transfer.transfer.options import validate_options
 
 if TYPE_CHECKING:
     from airflow_secure_transfer.transfer.base import RemoteFS, TransferRecord
@@ -99,6 +98,8 @@ class SecureUploadOperator(BaseOperator):
     def _client_factory(self) -> tuple[Callable[[], RemoteFS], str | None, int]:
         """Resolve the connection into a client factory, its remote_root and its connection cap."""
         from airflow.sdk import BaseHook
+
+        from airflow_secure_transfer.security.policy import FTPS_CONN_TYPES, SFTP_CONN_TYPES
 
         conn = BaseHook.get_connection(self.conn_id)
         conn_type = (conn.conn_type or "").strip().lower()

@@ -75,6 +75,7 @@ from airflow_secure_transfer.exceptions import (
 )
 from airflow_secure_transfer.transfer.base import RemoteEntry, RemoteFS, SupportsPutSmall, TransferRecord
 from airflow_secure_transfer.transfer.local import LocalFile, LocalSource, expand_local
+from airflow_secure_transfer.transfer.options import OVERWRITE_MODES, VERIFY_MODES, validate_options
 from airflow_secure_transfer.transfer.paths import check_name, resolve_remote
 
 if TYPE_CHECKING:
@@ -105,14 +106,6 @@ class Log(Protocol):
     def warning(self, msg: str, /, *args: Any) -> Any: ...
     def error(self, msg: str, /, *args: Any) -> Any: ...
 
-
-#: ``replace``: an existing target is replaced (atomically, by the rename);
-#: ``skip_identical``: a target of the same size (and checksum, when the server has one) is left alone;
-#: ``fail``: an existing target is an error, raised before any byte is sent.
-OVERWRITE_MODES: Final = ("replace", "skip_identical", "fail")
-#: ``size``: the uploaded size is checked (always done);
-#: ``checksum``: also a server-computed digest, compared with the local one; a server without one is an error.
-VERIFY_MODES: Final = ("size", "checksum")
 
 #: Local read size; the transports re-block as their protocol likes.
 _CHUNK = 1024 * 1024
@@ -147,18 +140,6 @@ class UploadPlan:
     @property
     def total_bytes(self) -> int:
         return sum(p.local.size for p in self.files)
-
-
-def validate_options(*, overwrite: str, verify: str, max_connections: int | None) -> None:
-    """Check the engine's options; raise :class:`ConfigurationError` naming the accepted values."""
-    if overwrite not in OVERWRITE_MODES:
-        raise ConfigurationError(f"overwrite must be one of {', '.join(map(repr, OVERWRITE_MODES))}, got {overwrite!r}")
-    if verify not in VERIFY_MODES:
-        raise ConfigurationError(f"verify must be one of {', '.join(map(repr, VERIFY_MODES))}, got {verify!r}")
-    if max_connections is not None and (
-        isinstance(max_connections, bool) or not isinstance(max_connections, int) or not 1 <= max_connections <= 64
-    ):
-        raise ConfigurationError(f"max_connections must be a whole number from 1 to 64, got {max_connections!r}")
 
 
 def _remote_name(relpath: str, local_path: str) -> str:
