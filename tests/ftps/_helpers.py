@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-import datetime
-import hashlib
-import os
-import ssl
-from pathlib import Path
 from typing import Any
 
 import trustme
 
 from airflow_secure_transfer.security.policy import FTPSSettings, parse_ftps_settings
 from tests.servers import FTPSServer
-from tests.servers.pki import ServerPKI
 from tests.servers.proxy import RecordingProxy
 
 #: The password the clients send to hostile servers; it must never appear in their clear bytes.
@@ -31,34 +25,6 @@ def settings_for(server: FTPSServer, conn_type: str = "secure_ftps", **extras: A
         login=server.login,
         password=server.password,
         extras=merged,
-    )
-
-
-def custom_pki(directory: Path, *identities: str, expired: bool = False) -> ServerPKI:
-    """A fresh CA and a leaf for *identities* (optionally expired yesterday), as a :class:`ServerPKI`."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ca = trustme.CA(organization_name="sectransfer ftps negative tests")
-    validity: dict[str, Any] = {}
-    if expired:
-        now = datetime.datetime.now(datetime.UTC)
-        validity = {"not_before": now - datetime.timedelta(days=30), "not_after": now - datetime.timedelta(days=1)}
-    leaf = ca.issue_cert(*identities, common_name=identities[0], **validity)
-    ca_path = directory / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_path))
-    cert_path = directory / "server.pem"
-    cert_path.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-    key_path = directory / "server.key"
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(leaf.private_key_pem.bytes())
-    der = ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode("ascii"))
-    return ServerPKI(
-        ca=ca,
-        ca_pem=ca.cert_pem.bytes().decode("ascii"),
-        ca_path=ca_path,
-        cert_path=cert_path,
-        key_path=key_path,
-        cert_fingerprint=hashlib.sha256(der).hexdigest(),
     )
 
 

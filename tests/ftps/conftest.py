@@ -29,10 +29,10 @@ from pyftpdlib.servers import FTPServer
 
 from airflow_secure_transfer.security.policy import FTPSSettings
 from tests.servers import HOST, FTPSServer, wait_listening
-from tests.servers.pki import ServerPKI
+from tests.servers.pki import ServerPKI, make_pki
 from tests.servers.pyftpd import PyFTPDThread, SecureTestFTPHandler, _ssl_context, run_pyftpd
 
-from ._helpers import custom_pki, settings_for
+from ._helpers import settings_for
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def make_settings() -> Callable[..., FTPSSettings]:
 def expired_pyftpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FTPSServer]:
     """pyftpdlib explicit FTPS whose certificate (localhost, 127.0.0.1) expired yesterday."""
     base = tmp_path_factory.mktemp("expired")
-    pki = custom_pki(base / "pki", "localhost", "127.0.0.1", expired=True)
+    pki = make_pki(base / "pki", organization="sectransfer ftps negative tests", expired=True)
     with run_pyftpd(base / "root", pki, name="expired_pyftpd") as server:
         yield server
 
@@ -53,7 +53,7 @@ def expired_pyftpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FTPSSer
 def wrong_host_pyftpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FTPSServer]:
     """pyftpdlib explicit FTPS whose (valid) certificate names only ``other.example``."""
     base = tmp_path_factory.mktemp("wronghost")
-    pki = custom_pki(base / "pki", "other.example")
+    pki = make_pki(base / "pki", identities=("other.example",), organization="sectransfer ftps negative tests")
     with run_pyftpd(base / "root", pki, name="wrong_host_pyftpd") as server:
         yield server
 

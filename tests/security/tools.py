@@ -48,7 +48,7 @@ from typing import Any, ClassVar
 import asyncssh
 
 from tests.servers import HOST, FTPSServer
-from tests.servers.pki import ServerPKI
+from tests.servers.pki import ServerPKI, make_pki, write_private
 from tests.servers.sftp_asyncssh import AsyncsshServer, ClientKeys, run_asyncssh
 
 with warnings.catch_warnings():
@@ -991,10 +991,14 @@ def issue_pki(
     :param expired: valid from 30 days ago until yesterday.
     :param self_signed: no CA at all: the leaf signs itself (``ca_pem`` is the leaf).
     """
+    if not self_signed:
+        return make_pki(
+            directory, identities=identities, ca=ca, organization="sectransfer attacker CA", expired=expired, rsa=rsa
+        )
     import datetime
     import hashlib
+    import ipaddress
 
-    import trustme
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -1004,61 +1008,41 @@ def issue_pki(
     key_path = directory / "server.key"
     cert_path = directory / "server.pem"
     ca_path = directory / "ca.pem"
-    if self_signed:
-        key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identities[0])])
-        now = datetime.datetime.now(datetime.UTC)
-        sans: list[x509.GeneralName] = []
-        for ident in identities:
-            try:
-                import ipaddress
-
-                sans.append(x509.IPAddress(ipaddress.ip_address(ident)))
-            except ValueError:
-                sans.append(x509.DNSName(ident))
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=30))
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .sign(key, hashes.SHA256())
-        )
-        pem = cert.public_bytes(serialization.Encoding.PEM)
-        cert_path.write_bytes(pem)
-        ca_path.write_bytes(pem)
-        key_bytes = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        der = cert.public_bytes(serialization.Encoding.DER)
-        ca_obj: Any = None
-        ca_pem = pem.decode()
-    else:
-        key_type = trustme.KeyType.RSA if rsa else trustme.KeyType.ECDSA
-        ca_obj = ca or trustme.CA(organization_name="sectransfer attacker CA", key_type=key_type)
-        validity: dict[str, Any] = {}
-        if expired:
-            now = datetime.datetime.now(datetime.UTC)
-            validity = {"not_before": now - datetime.timedelta(days=30), "not_after": now - datetime.timedelta(days=1)}
-        leaf = ca_obj.issue_cert(*identities, common_name=identities[0], key_type=key_type, **validity)
-        cert_path.write_bytes(b"".join(blob.bytes() for blob in leaf.cert_chain_pems))
-        ca_obj.cert_pem.write_to_path(str(ca_path))
-        key_bytes = leaf.private_key_pem.bytes()
-        der = ssl.PEM_cert_to_DER_cert(leaf.cert_chain_pems[0].bytes().decode("ascii"))
-        ca_pem = ca_obj.cert_pem.bytes().decode("ascii")
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key_bytes)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identities[0])])
+    now = datetime.datetime.now(datetime.UTC)
+    sans: list[x509.GeneralName] = []
+    for ident in identities:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(ident)))
+        except ValueError:
+            sans.append(x509.DNSName(ident))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    cert_path.write_bytes(pem)
+    ca_path.write_bytes(pem)
+    write_private(
+        key_path,
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
+    no_ca: Any = None  # nobody issued the leaf
     return ServerPKI(
-        ca=ca_obj,
-        ca_pem=ca_pem,
+        ca=no_ca,
+        ca_pem=pem.decode(),
         ca_path=ca_path,
         cert_path=cert_path,
         key_path=key_path,
-        cert_fingerprint=hashlib.sha256(der).hexdigest(),
+        cert_fingerprint=hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
     )
 
 

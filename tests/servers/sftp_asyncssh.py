@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import secrets
 import threading
 import time
@@ -22,6 +21,7 @@ from typing import Any, TypeVar
 import asyncssh
 
 from tests.servers import HOST, SFTPServer
+from tests.servers.pki import write_private
 
 
 @dataclass
@@ -37,12 +37,6 @@ class ClientKeys:
     authorized_keys: str
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-
-
 def make_client_keys(directory: Path) -> ClientKeys:
     """Create an unencrypted and a passphrase-encrypted ed25519 client key (OpenSSH format) in ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -55,8 +49,8 @@ def make_client_keys(directory: Path) -> ClientKeys:
     # 16 bcrypt rounds, ssh-keygen's default (asyncssh's is 128): loading the key then costs ~0.15 s, not ~2 s,
     # in every test that uses it.
     enc_text = enc.export_private_key("openssh", passphrase=passphrase, rounds=16, ignore_few_rounds=True)
-    _write_private(key_path, plain_text)
-    _write_private(enc_path, enc_text)
+    write_private(key_path, plain_text)
+    write_private(enc_path, enc_text)
     pub1 = plain.export_public_key("openssh")
     pub2 = enc.export_public_key("openssh")
     Path(str(key_path) + ".pub").write_bytes(pub1)
