@@ -25,15 +25,13 @@ from typing import Any
 import pytest
 from pyftpdlib.authorizers import DummyAuthorizer
 from pyftpdlib.handlers import TLS_FTPHandler
-from pyftpdlib.ioloop import IOLoop
-from pyftpdlib.servers import FTPServer
 
 from airflow_secure_transfer.exceptions import TransportError
 from airflow_secure_transfer.security.policy import parse_ftps_settings
 from airflow_secure_transfer.transfer.engine import upload
-from tests.servers import SFTPServer, settled_size, wait_listening
+from tests.servers import SFTPServer, settled_size
 from tests.servers.pki import ServerPKI
-from tests.servers.pyftpd import PyFTPDThread
+from tests.servers.pyftpd import serve_pyftpd
 
 from ._support import CountingFactory, leftovers, settings_for
 from .cutproxy import CutProxy, free_port_range, ipv6_loopback_available
@@ -159,13 +157,7 @@ def cut_ftps(test_pki: ServerPKI, tmp_path: Path) -> Iterator[CutFTPS]:
     Handler.tls_control_required = True
     Handler.tls_data_required = True
     Handler.passive_ports = list(pasv)
-    server = FTPServer(("::1", 0), Handler, ioloop=IOLoop())
-    port = server.socket.getsockname()[1]
-    runner = PyFTPDThread(server)
-    runner.start()
-    proxy = CutProxy("::1")
-    try:
-        wait_listening("::1", port, timeout=5)
+    with serve_pyftpd(Handler, "::1") as port, CutProxy("::1") as proxy:
         control = proxy.add_route(port, counted=False)
         for p in pasv:
             proxy.add_route(p, listen_port=p)
@@ -178,9 +170,6 @@ def cut_ftps(test_pki: ServerPKI, tmp_path: Path) -> Iterator[CutFTPS]:
             extras={"ca_bundle": test_pki.ca_pem, "conn_timeout": 20},
         )
         yield CutFTPS(settings, proxy, root, stored)
-    finally:
-        proxy.close()
-        runner.stop()
 
 
 def test_ftps_resumes_after_the_data_connection_is_cut(cut_ftps: CutFTPS, big_file: tuple[Path, str]) -> None:

@@ -24,13 +24,11 @@ import pytest
 import trustme
 from pyftpdlib.authorizers import DummyAuthorizer
 from pyftpdlib.handlers import FTPHandler
-from pyftpdlib.ioloop import IOLoop
-from pyftpdlib.servers import FTPServer
 
 from airflow_secure_transfer.security.policy import FTPSSettings
-from tests.servers import HOST, FTPSServer, wait_listening
+from tests.servers import HOST, FTPSServer
 from tests.servers.pki import ServerPKI, make_pki
-from tests.servers.pyftpd import PyFTPDThread, SecureTestFTPHandler, _ssl_context, run_pyftpd
+from tests.servers.pyftpd import SecureTestFTPHandler, _ssl_context, run_pyftpd, serve_pyftpd
 
 from ._helpers import settings_for
 
@@ -78,13 +76,8 @@ def plain_ftpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FTPSServer]
     auth.add_user("plainuser", password, str(root), perm="elradfmwMT")
     log: list[str] = []
     handler = type("PlainHandler", (_RecordingFTPHandler,), {"authorizer": auth, "command_log": log})
-    server = FTPServer((HOST, 0), handler, ioloop=IOLoop())
-    port = int(server.socket.getsockname()[1])
-    runner = PyFTPDThread(server)
-    runner.start()
     t0 = time.monotonic()
-    try:
-        wait_listening(HOST, port, timeout=5, alive=runner.thread.is_alive)
+    with serve_pyftpd(handler) as port:
         yield FTPSServer(
             kind="pyftpdlib",
             host=HOST,
@@ -101,8 +94,6 @@ def plain_ftpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FTPSServer]
             name="plain_ftpd",
             command_log=log,
         )
-    finally:
-        runner.stop()
 
 
 @pytest.fixture(scope="module")
@@ -169,12 +160,7 @@ def quirky_pyftpd(tmp_path_factory: pytest.TempPathFactory, test_pki: ServerPKI)
             "session_reuse_failures": [],
         },
     )
-    server = FTPServer((HOST, 0), handler, ioloop=IOLoop())
-    port = int(server.socket.getsockname()[1])
-    runner = PyFTPDThread(server)
-    runner.start()
-    try:
-        wait_listening(HOST, port, timeout=5, alive=runner.thread.is_alive)
+    with serve_pyftpd(handler) as port:
         yield FTPSServer(
             kind="pyftpdlib",
             host=HOST,
@@ -190,5 +176,3 @@ def quirky_pyftpd(tmp_path_factory: pytest.TempPathFactory, test_pki: ServerPKI)
             name="quirky_pyftpd",
             command_log=log,
         )
-    finally:
-        runner.stop()

@@ -243,6 +243,22 @@ class PyFTPDThread:
 
 
 @contextlib.contextmanager
+def serve_pyftpd(handler: type[FTPHandler], host: str = HOST) -> Iterator[int]:
+    """Run a pyftpdlib server with *handler* on ``host``, port 0, in its own thread; yield the port once it
+    accepts connections; stop it on exit."""
+    server = FTPServer((host, 0), handler, ioloop=IOLoop())
+    port = int(server.socket.getsockname()[1])
+    runner = PyFTPDThread(server)
+    runner.thread.name = f"pyftpd-{port}"
+    runner.start()
+    try:
+        wait_listening(host, port, timeout=5, alive=runner.thread.is_alive)
+        yield port
+    finally:
+        runner.stop()
+
+
+@contextlib.contextmanager
 def run_pyftpd(
     root: Path,
     pki: ServerPKI,
@@ -319,14 +335,8 @@ def run_pyftpd(
             **(handler_attrs or {}),
         },
     )
-    server = FTPServer((host, 0), handler, ioloop=IOLoop())
-    port = int(server.socket.getsockname()[1])
-    runner = PyFTPDThread(server)
-    runner.thread.name = f"pyftpd-{port}"
-    runner.start()
-    try:
-        wait_listening(host, port, timeout=5, alive=runner.thread.is_alive)
-        info = FTPSServer(
+    with serve_pyftpd(handler, host) as port:
+        yield FTPSServer(
             kind="pyftpdlib",
             host=host,
             port=port,
@@ -344,6 +354,3 @@ def run_pyftpd(
             name=name,
             command_log=command_log,
         )
-        yield info
-    finally:
-        runner.stop()
