@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,6 +26,17 @@ SCRIPT = Path(sys.executable).parent / "airflow-secure-transfer"
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
     return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=120, env=env, check=False)
+
+
+def _as_connection(server: FTPSServer | SFTPServer, extras: dict[str, Any]) -> dict[str, Any]:
+    """The printed *extras* as a connection to *server* (with its login and password)."""
+    return {
+        "host": server.host,
+        "port": server.port,
+        "login": server.login,
+        "password": server.password,
+        "extras": extras,
+    }
 
 
 def closed_port() -> int:
@@ -82,14 +94,7 @@ def test_ftps_shows_the_leaf_and_the_pin_connects(ftps_server: FTPSServer) -> No
             assert "AUTH" in commands
 
     # The printed extras, as a connection: our client trusts exactly that certificate and logs in.
-    settings = parse_ftps_settings(
-        conn_type="secure_ftps",
-        host=server.host,
-        port=server.port,
-        login=server.login,
-        password=server.password,
-        extras=report.extras(),
-    )
+    settings = parse_ftps_settings(conn_type="secure_ftps", **_as_connection(server, report.extras()))
     with FTPSClient(settings) as client:
         assert client.listdir(server.writable_dir) == []
 
@@ -117,14 +122,7 @@ def test_ftps_implicit_cli_json(pyftpd_implicit: FTPSServer) -> None:
     assert doc["trusted_by_system_store"] is False
     assert doc["extras"] == {"tls_mode": "implicit", "cert_fingerprint": server.cert_fingerprint}
     assert "out of band" in proc.stderr  # the warning stays visible when stdout is JSON
-    settings = parse_ftps_settings(
-        conn_type="secure_ftps",
-        host=server.host,
-        port=server.port,
-        login=server.login,
-        password=server.password,
-        extras=doc["extras"],
-    )
+    settings = parse_ftps_settings(conn_type="secure_ftps", **_as_connection(server, doc["extras"]))
     with FTPSClient(settings) as client:
         client.makedirs(server.writable_dir + "/pinned")
         assert [e.path.rsplit("/", 1)[-1] for e in client.listdir(server.writable_dir)] == ["pinned"]
@@ -176,14 +174,7 @@ def test_sftp_shows_host_key_and_the_pin_connects(sftp_server: SFTPServer) -> No
     ed = next(k for k in report.keys if k.line == server.host_key_line)
     assert ed.key_type == "ssh-ed25519" and ed.sha256.startswith("SHA256:") and len(ed.sha256) == 50
     assert server.auth_log == []  # key exchange only: no authentication was attempted
-    settings = parse_sftp_settings(
-        conn_type="secure_sftp",
-        host=server.host,
-        port=server.port,
-        login=server.login,
-        password=server.password,
-        extras=report.extras(),
-    )
+    settings = parse_sftp_settings(conn_type="secure_sftp", **_as_connection(server, report.extras()))
     with SFTPClient(settings) as client:
         assert client.listdir(server.writable_dir) == []
 

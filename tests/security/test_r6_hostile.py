@@ -58,18 +58,25 @@ def _assert_clean(outcome: Any, before: set[int], how: str) -> None:
     assert not left, f"{how}: threads left behind: {left}"
 
 
-def _ftps_settings(port: int, pki: ServerPKI, *, implicit: bool) -> Any:
-    return parse_ftps_settings(
-        conn_type="secure_ftps",
+def _victim_settings(parse: Callable[..., Any], conn_type: str, port: int, **extras: Any) -> Any:
+    """Settings of the victim (a recognisable password) for the hostile server on *port*."""
+    return parse(
+        conn_type=conn_type,
         host="127.0.0.1",
         port=port,
         login="victim",
         password="Hostile-Victim-Pw-1",
-        extras={
-            "conn_timeout": CONN_TIMEOUT,
-            "ca_bundle": pki.ca_pem,
-            "tls_mode": "implicit" if implicit else "explicit",
-        },
+        extras={"conn_timeout": CONN_TIMEOUT, **extras},
+    )
+
+
+def _ftps_settings(port: int, pki: ServerPKI, *, implicit: bool) -> Any:
+    return _victim_settings(
+        parse_ftps_settings,
+        "secure_ftps",
+        port,
+        ca_bundle=pki.ca_pem,
+        tls_mode="implicit" if implicit else "explicit",
     )
 
 
@@ -119,16 +126,11 @@ def test_implicit_port_answering_in_clear_is_a_transport_error(test_pki: ServerP
 
 
 def _sftp_settings(port: int) -> Any:
-    return parse_sftp_settings(
-        conn_type="secure_sftp",
-        host="127.0.0.1",
-        port=port,
-        login="victim",
-        password="Hostile-Victim-Pw-1",
-        extras={
-            "conn_timeout": CONN_TIMEOUT,
-            "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHfD1IBwYkGEsjNvaFSU3TQ8hunhgU1WNVJ8Xrm5Tzm6",
-        },
+    return _victim_settings(
+        parse_sftp_settings,
+        "secure_sftp",
+        port,
+        host_key="ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHfD1IBwYkGEsjNvaFSU3TQ8hunhgU1WNVJ8Xrm5Tzm6",
     )
 
 

@@ -48,6 +48,7 @@ from typing import Any, ClassVar
 import asyncssh
 
 from tests.servers import HOST, FTPSServer
+from tests.servers.hostile_ftp import read_line
 from tests.servers.pki import ServerPKI, make_pki, write_private
 from tests.servers.sftp_asyncssh import AsyncsshServer, ClientKeys, run_asyncssh
 
@@ -561,19 +562,7 @@ class Session:
         self.send(text.encode() + b"\r\n")
 
     def readline(self) -> str | None:
-        buf = bytearray()
-        while not buf.endswith(b"\n"):
-            try:
-                chunk = self.sock.recv(1)
-            except (OSError, ssl.SSLError):
-                return None
-            if not chunk:
-                return None
-            buf += chunk
-            self.received += chunk
-            if len(buf) > 65536:
-                return None
-        return buf.decode("utf-8", "replace").rstrip("\r\n")
+        return read_line(self.sock, limit=65536, record=self.received.extend)
 
     def start_tls(self) -> bool:
         assert self.server.tls_context is not None

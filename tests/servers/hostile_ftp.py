@@ -57,10 +57,10 @@ import socket
 import ssl
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-__all__ = ["BEHAVIOURS", "HostileFTPServer", "RecordedCommand", "run_hostile_ftp", "tls11_server_context"]
+__all__ = ["BEHAVIOURS", "HostileFTPServer", "RecordedCommand", "read_line", "run_hostile_ftp", "tls11_server_context"]
 
 HOST = "127.0.0.1"
 BEHAVIOURS = (
@@ -74,6 +74,24 @@ BEHAVIOURS = (
     "ragged_eof",
 )
 _IO_TIMEOUT = 10.0
+
+
+def read_line(sock: socket.socket, *, limit: int, record: Callable[[bytes], None]) -> str | None:
+    """Read one line a byte at a time (nothing after it is consumed: a TLS handshake may follow), passing
+    each byte to *record*; None at EOF, on an error, or past *limit* bytes."""
+    buf = bytearray()
+    while not buf.endswith(b"\n"):
+        try:
+            chunk = sock.recv(1)
+        except (OSError, ssl.SSLError):
+            return None
+        if not chunk:
+            return None
+        record(chunk)
+        buf += chunk
+        if len(buf) > limit:
+            return None
+    return buf.decode("utf-8", "replace").rstrip("\r\n")
 
 
 @dataclass(frozen=True)
@@ -154,24 +172,16 @@ class _Session:
         self.sock.sendall(line.encode("utf-8") + b"\r\n")
 
     def readline(self) -> str | None:
-        buf = bytearray()
-        while not buf.endswith(b"\n"):
-            try:
-                chunk = self.sock.recv(1)
-            except (OSError, ssl.SSLError):
-                return None
-            if not chunk:
-                return None
-            if not self.encrypted:
-                with self.server.lock:
-                    self.info.clear_bytes += chunk
-            buf += chunk
-            if len(buf) > 8192:
-                return None
-        line = buf.decode("utf-8", "replace").rstrip("\r\n")
-        with self.server.lock:
-            self.info.commands.append(RecordedCommand(line, self.encrypted))
+        line = read_line(self.sock, limit=8192, record=self._record_clear)
+        if line is not None:
+            with self.server.lock:
+                self.info.commands.append(RecordedCommand(line, self.encrypted))
         return line
+
+    def _record_clear(self, chunk: bytes) -> None:
+        if not self.encrypted:
+            with self.server.lock:
+                self.info.clear_bytes += chunk
 
     def start_tls(self) -> bool:
         try:
