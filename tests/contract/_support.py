@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -82,14 +81,6 @@ def connect(server: AnyServer, **extras: Any) -> Callable[[], RemoteFS]:
 def has_checksum(server: AnyServer) -> bool:
     """Whether the fixture server computes checksums (pyftpdlib with HASH/XSHA256; none of the others)."""
     return isinstance(server, FTPSServer) and server.with_hash
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def leftovers(root: Path) -> list[Path]:

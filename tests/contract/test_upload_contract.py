@@ -16,9 +16,9 @@ import pytest
 from airflow_secure_transfer.exceptions import ConfigurationError, RemotePathError
 from airflow_secure_transfer.transfer.engine import partial_name, upload
 from airflow_secure_transfer.transfer.local import expand_local
-from tests.servers import FTPSServer, SFTPServer
+from tests.servers import FTPSServer, SFTPServer, sha256_file
 
-from ._support import AnyServer, CountingFactory, connect, has_checksum, leftovers, settings_for, sha256_of
+from ._support import AnyServer, CountingFactory, connect, has_checksum, leftovers, settings_for
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -45,7 +45,7 @@ def test_single_file_to_a_named_target(any_server: AnyServer, tmp_path: Path) ->
     assert landed.read_bytes() == data
     assert record.remote_path == _remote(any_server, "renamed.bin")
     assert record.bytes == len(data) and record.verified and not record.resumed and not record.skipped
-    assert record.sha256 == sha256_of(src)
+    assert record.sha256 == sha256_file(src)
     assert leftovers(any_server.local_root) == []
 
 
@@ -146,7 +146,7 @@ def test_overwrite_skip_identical(any_server: AnyServer, tmp_path: Path) -> None
         for r in upload(connect(any_server), str(tmp_path / "s"), _remote(any_server), overwrite="skip_identical")
     }
     assert records["same.bin"].skipped and records["same.bin"].bytes == 0
-    assert records["same.bin"].sha256 == sha256_of(tmp_path / "s" / "same.bin")
+    assert records["same.bin"].sha256 == sha256_file(tmp_path / "s" / "same.bin")
     assert not records["other.bin"].skipped
     assert (any_server.local_root / "other.bin").read_bytes() == b"longer content"
 
@@ -174,11 +174,11 @@ def test_overwrite_replace(any_server: AnyServer, tmp_path: Path) -> None:
 def test_delete_source(any_server: AnyServer, tmp_path: Path) -> None:
     for i in range(5):
         _write(tmp_path / "mv" / f"{i}.dat", os.urandom(1000 + i))
-    digests = {p.name: sha256_of(p) for p in (tmp_path / "mv").iterdir()}
+    digests = {p.name: sha256_file(p) for p in (tmp_path / "mv").iterdir()}
     records = upload(connect(any_server), str(tmp_path / "mv"), _remote(any_server, "moved"), delete_source=True)
     assert len(records) == 5
     assert list((tmp_path / "mv").iterdir()) == []
-    assert {p.name: sha256_of(p) for p in (any_server.local_root / "moved").iterdir()} == digests
+    assert {p.name: sha256_file(p) for p in (any_server.local_root / "moved").iterdir()} == digests
 
 
 def test_verify_checksum(any_server: AnyServer, tmp_path: Path) -> None:
@@ -204,7 +204,7 @@ def test_resume_continues_a_partial_left_by_an_earlier_try(any_server: AnyServer
     verify = "checksum" if has_checksum(any_server) else "size"
     (record,) = upload(connect(any_server), str(src), target, verify=verify)
     assert record.resumed and record.bytes == len(data) - 1_111_111
-    assert record.sha256 == sha256_of(src)
+    assert record.sha256 == sha256_file(src)
     assert (any_server.local_root / "big.bin").read_bytes() == data
     assert not part.exists()
 

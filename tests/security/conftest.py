@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import pytest
 
 from airflow_secure_transfer.security.policy import FTPSSettings, SFTPSettings, parse_ftps_settings, parse_sftp_settings
 from tests.security.tools import Relay, run_relayed_pyftpd
-from tests.servers import FTPSServer, SFTPServer
+from tests.servers import FTPSServer, SFTPServer, sha256_file, write_random
 from tests.servers.pki import ServerPKI
 
 #: 64 MiB, the size issue #6 R4 asks for.
@@ -46,25 +44,6 @@ def sftp_settings(server: SFTPServer, *, password: str | bool | None = True, **e
         password=pw,  # type: ignore[arg-type]
         extras={k: v for k, v in merged.items() if v is not None},
     )
-
-
-def write_random(path: Path, size: int) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        left = size
-        while left:
-            n = min(left, 1 << 22)
-            f.write(os.urandom(n))
-            left -= n
-    return path
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @pytest.fixture(scope="session")

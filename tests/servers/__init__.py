@@ -122,6 +122,7 @@ sleeping a fixed time.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import posixpath
@@ -139,7 +140,9 @@ __all__ = [
     "SFTPServer",
     "free_port",
     "settled_size",
+    "sha256_file",
     "wait_listening",
+    "write_random",
 ]
 
 #: Start-up durations measured by the fixtures, {server name: seconds}; printed in the terminal summary.
@@ -183,6 +186,27 @@ def wait_listening(
         # Back-off between connect attempts, bounded by the deadline above; not a wait for a fixed time.
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def write_random(path: Path, size: int) -> Path:
+    """Write *size* random bytes to *path* (its parents created); return *path*."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        left = size
+        while left:
+            n = min(left, 1 << 22)
+            f.write(os.urandom(n))
+            left -= n
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a local file, lower-case hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def settled_size(path: Path, *, deadline: float = 15.0, quiet: float = 0.6) -> int:

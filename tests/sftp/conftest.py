@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,7 @@ from typing import Any
 import pytest
 
 from airflow_secure_transfer.security.policy import SFTPSettings, parse_sftp_settings
-from tests.servers import SFTPServer
+from tests.servers import SFTPServer, write_random
 from tests.servers.sftp_asyncssh import ClientKeys
 from tests.sftp._servers import CustomServer, run_custom_asyncssh
 
@@ -62,14 +60,6 @@ def make_settings(
     )
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 @pytest.fixture
 def random_file(tmp_path: Path) -> Callable[[int], Path]:
     """Return ``make(size) -> Path``: a local file of *size* random bytes."""
@@ -78,14 +68,7 @@ def random_file(tmp_path: Path) -> Callable[[int], Path]:
     def make(size: int) -> Path:
         nonlocal count
         count += 1
-        path = tmp_path / f"src-{count}.bin"
-        with open(path, "wb") as f:
-            left = size
-            while left:
-                n = min(left, 1 << 20)
-                f.write(os.urandom(n))
-                left -= n
-        return path
+        return write_random(tmp_path / f"src-{count}.bin", size)
 
     return make
 

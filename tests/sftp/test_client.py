@@ -28,10 +28,10 @@ from airflow_secure_transfer.exceptions import (
 from airflow_secure_transfer.security.policy import parse_sftp_settings
 from airflow_secure_transfer.transfer.base import RemoteFS
 from airflow_secure_transfer.transfer.sftp import SFTPClient
-from tests.servers import SFTPServer
+from tests.servers import SFTPServer, sha256_file
 from tests.servers.proxy import RecordingProxy
 from tests.sftp._servers import CustomServer, silent_listener
-from tests.sftp.conftest import AUTH_MODES, make_settings, sha256_file
+from tests.sftp.conftest import AUTH_MODES, make_settings
 
 pytestmark = pytest.mark.timeout(120)
 
