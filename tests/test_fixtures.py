@@ -22,7 +22,7 @@ import psutil
 import pytest
 
 from tests.servers import STARTUP_TIMES, FTPSServer, SFTPServer, ci_required
-from tests.servers.clients import ftps_connect
+from tests.servers.clients import ftps_connect, sftp_connect
 from tests.servers.pki import ServerPKI, make_pki
 from tests.servers.proxy import RecordingProxy
 from tests.servers.pyftpd import run_pyftpd
@@ -196,13 +196,7 @@ def test_vsftpd_tls12_variant_is_capped(vsftpd_explicit_tls12: FTPSServer, vsftp
 
 
 async def _sftp_roundtrip(server: SFTPServer, **auth: object) -> list[str]:
-    known = asyncssh.import_known_hosts(server.known_hosts_text)
-    async with (
-        asyncssh.connect(
-            server.host, server.port, username=server.login, known_hosts=known, connect_timeout=10, **auth
-        ) as conn,
-        conn.start_sftp_client() as sftp,
-    ):
+    async with sftp_connect(server, **auth) as conn, conn.start_sftp_client() as sftp:
         name = f"{server.writable_dir}/up-{len(auth)}.txt"
         async with sftp.open(name, "wb") as fh:
             await fh.write(b"sftp fixtures\n")
@@ -228,17 +222,8 @@ def test_sftp_server_login_and_listing(sftp_server: SFTPServer, method: str) -> 
 
 def test_sftp_server_is_chrooted(sftp_server: SFTPServer) -> None:
     async def listing() -> list[str]:
-        known = asyncssh.import_known_hosts(sftp_server.known_hosts_text)
         async with (
-            asyncssh.connect(
-                sftp_server.host,
-                sftp_server.port,
-                username=sftp_server.login,
-                password=sftp_server.password,
-                client_keys=None,
-                known_hosts=known,
-                connect_timeout=10,
-            ) as conn,
+            sftp_connect(sftp_server, password=sftp_server.password, client_keys=None) as conn,
             conn.start_sftp_client() as sftp,
         ):
             return sorted(n for n in await sftp.listdir("/") if n not in (".", ".."))
@@ -252,18 +237,10 @@ def test_sftp_server_is_chrooted(sftp_server: SFTPServer) -> None:
 def test_sftp_server_rejected_with_other_host_key(sftp_server: SFTPServer) -> None:
     other = asyncssh.generate_private_key("ssh-ed25519")
     line = " ".join(other.export_public_key("openssh").decode().split()[:2])
-    known = asyncssh.import_known_hosts(f"[{sftp_server.host}]:{sftp_server.port} {line}\n")
+    known = f"[{sftp_server.host}]:{sftp_server.port} {line}\n"
 
     async def go() -> None:
-        async with asyncssh.connect(
-            sftp_server.host,
-            sftp_server.port,
-            username=sftp_server.login,
-            password=sftp_server.password,
-            client_keys=None,
-            known_hosts=known,
-            connect_timeout=10,
-        ):
+        async with sftp_connect(sftp_server, known_hosts=known, password=sftp_server.password, client_keys=None):
             pass
 
     with pytest.raises(asyncssh.HostKeyNotVerifiable):
@@ -272,15 +249,7 @@ def test_sftp_server_rejected_with_other_host_key(sftp_server: SFTPServer) -> No
 
 def test_sftp_server_rejects_wrong_password(sftp_server: SFTPServer) -> None:
     async def go() -> None:
-        async with asyncssh.connect(
-            sftp_server.host,
-            sftp_server.port,
-            username=sftp_server.login,
-            password="wrong-" + "x" * 8,
-            client_keys=None,
-            known_hosts=asyncssh.import_known_hosts(sftp_server.known_hosts_text),
-            connect_timeout=10,
-        ):
+        async with sftp_connect(sftp_server, password="wrong-" + "x" * 8, client_keys=None):
             pass
 
     with pytest.raises(asyncssh.PermissionDenied):
@@ -392,15 +361,7 @@ def test_sshd_start_time_and_clean_stop(
 
     async def hold_session(server: SFTPServer, stop: asyncio.Event, ready: threading.Event) -> None:
         async with (
-            asyncssh.connect(
-                server.host,
-                server.port,
-                username=server.login,
-                password=server.password,
-                client_keys=None,
-                known_hosts=asyncssh.import_known_hosts(server.known_hosts_text),
-                connect_timeout=10,
-            ) as conn,
+            sftp_connect(server, password=server.password, client_keys=None) as conn,
             conn.start_sftp_client() as sftp,
         ):
             await sftp.listdir("/")

@@ -7,7 +7,9 @@ import socket
 import ssl
 from typing import Any
 
-from tests.servers import FTPSServer
+import asyncssh
+
+from tests.servers import FTPSServer, SFTPServer
 
 
 class ReuseFTP_TLS(ftplib.FTP_TLS):
@@ -67,3 +69,16 @@ def ftps_connect(
         ftp.login(server.login, server.password)
         ftp.prot_p()
     return ftp
+
+
+def sftp_connect(server: SFTPServer, *, known_hosts: str | None = None, **auth: Any) -> Any:
+    """``asyncssh.connect`` to *server* as its login, trusting *known_hosts* (default: the server's own
+    lines), with the given *auth* options (``password``, ``client_keys``); use as ``async with``."""
+    return asyncssh.connect(
+        server.host,
+        server.port,
+        username=server.login,
+        known_hosts=asyncssh.import_known_hosts(known_hosts or server.known_hosts_text),
+        connect_timeout=10,
+        **auth,
+    )
