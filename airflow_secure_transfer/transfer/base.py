@@ -11,13 +11,15 @@ Every method is bounded by the connection's ``conn_timeout`` and raises only
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from types import TracebackType
     from typing import Self
+
+    from airflow_secure_transfer.exceptions import SecureTransferError
 
 #: Called with the number of bytes just moved (not a running total).
 ProgressCallback = Callable[[int], None]
@@ -117,6 +119,18 @@ class SupportsPutSmall(Protocol):
     """
 
     def put_small(self, part: str, target: str, data: bytes) -> int | None: ...
+
+
+@runtime_checkable
+class SupportsPutSmallMany(SupportsPutSmall, Protocol):
+    """``put_small`` for several files in one call, all in flight together (SFTP).
+
+    ``put_small_many([(part, target, data), ...])`` returns per file what ``put_small`` would
+    return, or the :class:`~airflow_secure_transfer.exceptions.SecureTransferError` that file met;
+    it raises only when the whole call failed (the connection was lost or stopped answering).
+    """
+
+    def put_small_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[int | SecureTransferError | None]: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -73,7 +73,13 @@ from airflow_secure_transfer.exceptions import (
     SecureTransferError,
     TransportError,
 )
-from airflow_secure_transfer.transfer.base import RemoteEntry, RemoteFS, SupportsPutSmall, TransferRecord
+from airflow_secure_transfer.transfer.base import (
+    RemoteEntry,
+    RemoteFS,
+    SupportsPutSmall,
+    SupportsPutSmallMany,
+    TransferRecord,
+)
 from airflow_secure_transfer.transfer.local import LocalFile, LocalSource, expand_local
 from airflow_secure_transfer.transfer.options import OVERWRITE_MODES, VERIFY_MODES, validate_options
 from airflow_secure_transfer.transfer.paths import check_name, resolve_remote
@@ -113,6 +119,9 @@ _CHUNK = 1024 * 1024
 _SMALL_FILE: Final = 1024 * 1024
 #: A target directory that receives at least this many files is listed once, instead of two stats per file.
 _LIST_MIN_FILES: Final = 8
+#: With ``put_small_many``, a worker sends small files in batches of up to this many files / bytes.
+_BATCH_FILES: Final = 16
+_BATCH_BYTES: Final = 4 * 1024 * 1024
 _MAX_NAME_BYTES = 180  # the temp name adds 1 + 1 + 16 + 5 bytes; most servers allow 255
 
 
@@ -548,16 +557,30 @@ def _safe_remove(fs: RemoteFS, path: str) -> None:
         logger.debug("could not remove %s", path, exc_info=True)
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A small file read and hashed, waiting in a worker's batch for ``put_small_many``."""
+
+    item: PlannedFile
+    local: LocalFile
+    part: str
+    data: bytes
+    digest: str
+    started: float
+
+
 class _FileUpload:
     """Upload one planned file over one connection (see the module docstring)."""
 
-    def __init__(self, item: PlannedFile, conn: _Connection, shared: _Shared) -> None:
+    def __init__(self, item: PlannedFile, conn: _Connection, shared: _Shared, *, batch: bool = False) -> None:
         self.item = item
         self.conn = conn
         self.shared = shared
         self.opts = shared.options
+        #: Return a small file as a :class:`_Pending` for the worker's batch instead of sending it.
+        self.batch = batch
 
-    def run(self) -> TransferRecord:
+    def run(self) -> TransferRecord | _Pending:
         started = time.monotonic()
         local = self.item.local
         target = self.item.remote
@@ -590,12 +613,12 @@ class _FileUpload:
                             self._delete_source(local)  # identical and verified: the move is complete
                         return record
                     raw.seek(0)
-            record = self._send(fs, raw, local, target, started)
+            outcome = self._send(fs, raw, local, target, started)
         finally:
             raw.close()
-        if self.opts.delete_source:
+        if self.opts.delete_source and isinstance(outcome, TransferRecord):
             self._delete_source(local)
-        return record
+        return outcome
 
     # -- steps
 
@@ -663,7 +686,7 @@ class _FileUpload:
 
     def _send(
         self, fs: RemoteFS, raw: io.BufferedReader, local: LocalFile, target: str, started: float
-    ) -> TransferRecord:
+    ) -> TransferRecord | _Pending:
         part = partial_name(target, local)
         offset = 0
         existing = self._lookup(fs, part)
@@ -726,7 +749,7 @@ class _FileUpload:
 
     def _send_small(
         self, fs: SupportsPutSmall, raw: io.BufferedReader, local: LocalFile, target: str, part: str, started: float
-    ) -> TransferRecord:
+    ) -> TransferRecord | _Pending:
         """The whole file in memory: write, size check and rename in one call (see ``put_small``)."""
         if self.shared.cancel.is_set():
             raise _Cancelled
@@ -737,23 +760,34 @@ class _FileUpload:
             now = None
         if len(data) != local.size or now is None or now.st_size != local.size or now.st_mtime_ns != local.mtime_ns:
             raise IntegrityError(f"local file {local.path!r} changed while it was being read; nothing was sent")
-        digest = hashlib.sha256(data).hexdigest()
+        pending = _Pending(self.item, local, part, data, hashlib.sha256(data).hexdigest(), started)
+        if self.batch:
+            return pending
         try:
-            landed = fs.put_small(part, target, data)
-            if landed != len(data):
-                self._size_mismatch(part, landed, local.size)
-        except (_Cancelled, TransportError, _ShortUpload):
+            landed: int | SecureTransferError | None = fs.put_small(part, target, data)
+        except SecureTransferError as exc:
+            landed = exc
+        return self.complete_small(cast("RemoteFS", fs), pending, landed)
+
+    def complete_small(self, fs: RemoteFS, p: _Pending, landed: int | SecureTransferError | None) -> TransferRecord:
+        """Turn ``put_small``'s answer for *p* into its record, or raise its error (see ``_send``)."""
+        try:
+            if isinstance(landed, SecureTransferError):
+                raise landed
+            if landed != len(p.data):
+                self._size_mismatch(p.part, landed, len(p.data))
+        except (TransportError, _ShortUpload):
             raise  # a cut connection: whatever reached the server stays for the next try
         except SecureTransferError:
-            _safe_remove(cast("RemoteFS", fs), part)
+            _safe_remove(fs, p.part)
             raise
-        self.shared.progress.sent(len(data))
+        self.shared.progress.sent(len(p.data))
         return TransferRecord(
-            local_path=local.path,
-            remote_path=target,
-            bytes=len(data),
-            sha256=digest,
-            seconds=time.monotonic() - started,
+            local_path=p.local.path,
+            remote_path=p.item.remote,
+            bytes=len(p.data),
+            sha256=p.digest,
+            seconds=time.monotonic() - p.started,
             resumed=False,
             skipped=False,
             verified=True,
@@ -852,29 +886,18 @@ class _Run:
         :param may_requeue: when this worker cannot connect (a transport error, e.g. the
             server's per-user session limit), give the file back to the others instead of failing.
         """
+        batch: list[_Pending] = []
         try:
             while not self.shared.cancel.is_set():
                 try:
                     item = self.queue.get_nowait()
                 except queue.Empty:
+                    break
+                if conn.fs is None and not self._connect(conn, [item], may_requeue):
+                    self._requeue(batch)
                     return
-                if conn.fs is None:
-                    try:
-                        conn.get()
-                    except Exception as exc:
-                        if isinstance(exc, TransportError) and may_requeue:
-                            # The server takes fewer connections than asked: carry on with the others
-                            # (execute() drains the queue if they finished before this item went back).
-                            self.shared.log.warning("could not open another connection (%s); continuing", exc)
-                            self.queue.put(item)
-                            return
-                        self._fail(item, exc)
-                        self.shared.cancel.set()  # no connection left to carry on with
-                        return
-                    with self._lock:
-                        self.connected += 1
                 try:
-                    record = _FileUpload(item, conn, self.shared).run()
+                    outcome = _FileUpload(item, conn, self.shared, batch=self._batching(conn)).run()
                 except _Cancelled:
                     return  # the connection is mid-transfer: closed below, never reused
                 except Exception as exc:
@@ -882,22 +905,96 @@ class _Run:
                         return
                     if isinstance(exc, TransportError):
                         self._release(conn)  # the session is broken; reconnect for the next file
+                    if batch:
+                        # Files taken before this one are sent before its error can stop the run.
+                        self._flush(conn, batch, may_requeue)
+                        batch = []
                     _name_the_file(exc, item)
                     self._fail(item, exc)
                     continue
-                with self._lock:
-                    self.records.append(record)
-                self.shared.progress.file_done()
-                self.shared.log.debug(
-                    "%s %s -> %s (%d bytes sent%s)",
-                    "skipped" if record.skipped else "uploaded",
-                    record.local_path,
-                    record.remote_path,
-                    record.bytes,
-                    ", resumed" if record.resumed else "",
-                )
+                if isinstance(outcome, _Pending):
+                    batch.append(outcome)
+                    if len(batch) >= _BATCH_FILES or sum(len(p.data) for p in batch) >= _BATCH_BYTES:
+                        self._flush(conn, batch, may_requeue)
+                        batch = []
+                    continue
+                self._done(outcome)
+            if batch and not self.shared.cancel.is_set():
+                self._flush(conn, batch, may_requeue)
         finally:
             self._release(conn)
+
+    @staticmethod
+    def _batching(conn: _Connection) -> bool:
+        return isinstance(conn.fs, SupportsPutSmallMany)
+
+    def _connect(self, conn: _Connection, items: list[PlannedFile], may_requeue: bool) -> bool:
+        """Open *conn* for *items*; on failure requeue them (see ``worker``) or fail them and the run."""
+        try:
+            conn.get()
+        except Exception as exc:
+            if isinstance(exc, TransportError) and may_requeue:
+                # The server takes fewer connections than asked: carry on with the others
+                # (execute() drains the queue if they finished before these items went back).
+                self.shared.log.warning("could not open another connection (%s); continuing", exc)
+                for item in items:
+                    self.queue.put(item)
+                return False
+            for item in items:
+                self._fail(item, exc)
+            self.shared.cancel.set()  # no connection left to carry on with
+            return False
+        with self._lock:
+            self.connected += 1
+        return True
+
+    def _requeue(self, batch: list[_Pending]) -> None:
+        for p in batch:
+            self.queue.put(p.item)
+
+    def _flush(self, conn: _Connection, batch: list[_Pending], may_requeue: bool) -> None:
+        """Send a worker's batch of small files with one ``put_small_many`` call."""
+        if conn.fs is None and not self._connect(conn, [p.item for p in batch], may_requeue):
+            return
+        fs = conn.get()
+        try:
+            answers = cast("SupportsPutSmallMany", fs).put_small_many([(p.part, p.item.remote, p.data) for p in batch])
+        except Exception as exc:  # the whole batch: a timeout, a lost connection
+            if _caused_by_cancel(exc):
+                return
+            if isinstance(exc, TransportError):
+                self._release(conn)
+            for p in batch:
+                self._fail(p.item, exc)
+            return
+        broken = False
+        for p, answer in zip(batch, answers, strict=True):
+            upload = _FileUpload(p.item, conn, self.shared)
+            try:
+                record = upload.complete_small(fs, p, answer)
+                if self.shared.options.delete_source:
+                    upload._delete_source(p.local)
+            except Exception as exc:
+                broken = broken or isinstance(exc, TransportError)
+                _name_the_file(exc, p.item)
+                self._fail(p.item, exc)
+                continue
+            self._done(record)
+        if broken:
+            self._release(conn)  # the session is broken; reconnect for the next file
+
+    def _done(self, record: TransferRecord) -> None:
+        with self._lock:
+            self.records.append(record)
+        self.shared.progress.file_done()
+        self.shared.log.debug(
+            "%s %s -> %s (%d bytes sent%s)",
+            "skipped" if record.skipped else "uploaded",
+            record.local_path,
+            record.remote_path,
+            record.bytes,
+            ", resumed" if record.resumed else "",
+        )
 
     def execute(self) -> None:
         first = _Connection(self.connect)

@@ -11,12 +11,12 @@ import hashlib
 import io
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from airflow_secure_transfer.exceptions import RemotePathError, TransportError
+from airflow_secure_transfer.exceptions import RemotePathError, SecureTransferError, TransportError
 from airflow_secure_transfer.transfer.base import Checksum, RemoteEntry
 
 
@@ -51,11 +51,14 @@ class FakeServer:
     home: str = "/"
     #: Connections offer ``put_small`` (the fused small-file upload of the real clients).
     put_small: bool = False
+    #: ... and ``put_small_many`` (the SFTP client's batches); implies put_small.
+    put_small_many: bool = False
     #: Names that listdir leaves out (a listing that misses files); "*": listdir raises RemotePathError.
     hide_from_listing: set[str] = field(default_factory=set)
     stats: list[str] = field(default_factory=list)
     listings: list[str] = field(default_factory=list)
     put_smalls: list[tuple[str, str, int]] = field(default_factory=list)  # (part, target, len(data))
+    batches: list[int] = field(default_factory=list)  # files per put_small_many call
     opened: int = 0
     active: int = 0
     max_active: int = 0
@@ -85,6 +88,8 @@ class FakeServer:
             self.idle.clear()
             self.max_active = max(self.max_active, self.active)
             conn_id = self.opened
+        if self.put_small_many:
+            return PutSmallManyFS(self, conn_id)
         return PutSmallFS(self, conn_id) if self.put_small else LocalDirFS(self, conn_id)
 
 
@@ -183,7 +188,10 @@ class LocalDirFS:
         with self.server.lock:
             self.server.renames.append((source, target, src.stat().st_size))
             self.server.files_per_conn[self.conn_id] = self.server.files_per_conn.get(self.conn_id, 0) + 1
-        os.replace(src, self.server.local(target))
+        try:
+            os.replace(src, self.server.local(target))
+        except OSError as exc:  # e.g. onto a directory: what a server answers with a 550 / SFTP failure
+            raise RemotePathError(f"550 rename {source} -> {target}: {exc.strerror}", path=target) from None
 
     def remove(self, path: str) -> None:
         self._check()
@@ -231,3 +239,21 @@ class PutSmallFS(LocalDirFS):
         if size == len(data):
             self.rename(part, target)
         return size
+
+
+class PutSmallManyFS(PutSmallFS):
+    """A connection with ``put_small_many``: each file on its own, like the SFTP client's."""
+
+    def put_small_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[int | SecureTransferError | None]:
+        self._check()
+        with self.server.lock:
+            self.server.batches.append(len(items))
+        out: list[int | SecureTransferError | None] = []
+        for part, target, data in items:
+            try:
+                out.append(self.put_small(part, target, data))
+            except TransportError:
+                raise  # the connection is gone: the whole call fails
+            except SecureTransferError as exc:
+                out.append(exc)
+        return out

@@ -27,12 +27,12 @@ from airflow_secure_transfer.transfer.engine import partial_name, upload
 from airflow_secure_transfer.transfer.local import expand_local
 
 
-@pytest.fixture(params=[False, True], ids=["steps", "put_small"])
+@pytest.fixture(params=["steps", "put_small", "put_small_many"])
 def server(tmp_path: Path, request: pytest.FixtureRequest) -> FakeServer:
-    """Every engine test runs twice: with the step-by-step client and with one that has ``put_small``."""
+    """Every engine test runs with the step-by-step client, one with ``put_small``, one that batches too."""
     root = tmp_path / "remote"
     root.mkdir()
-    return FakeServer(root, put_small=request.param)
+    return FakeServer(root, put_small=request.param != "steps", put_small_many=request.param == "put_small_many")
 
 
 @pytest.fixture
@@ -397,10 +397,10 @@ def test_a_non_retryable_error_stops_before_the_remaining_files(server: FakeServ
 
 
 def test_retryable_failures_do_not_stop_the_other_files(server: FakeServer, src: Path) -> None:
-    (src / "big").write_bytes(b"x" * 300_000)
+    (src / "big").write_bytes(b"x" * 2_000_000)  # not a small file: streamed on its own
     for i in range(5):
         (src / f"s{i}").write_bytes(b"y" * 100)
-    server.fail_after = 200_000  # only "big" is long enough to be cut
+    server.fail_after = 1_500_000  # only "big" is long enough to be cut
     with pytest.raises(TransportError) as info:
         upload(server.connect, str(src), "/in", max_connections=1)
     assert sorted(Path(t).name for _, t, _ in server.renames) == [f"s{i}" for i in range(5)]

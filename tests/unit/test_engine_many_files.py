@@ -21,12 +21,12 @@ from airflow_secure_transfer.transfer.local import expand_local
 N = 20
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> FakeServer:
+@pytest.fixture(params=["put_small", "put_small_many"])
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> FakeServer:
     root = tmp_path / "remote"
     root.mkdir()
     (root / "in").mkdir()
-    return FakeServer(root, put_small=True)
+    return FakeServer(root, put_small=True, put_small_many=request.param == "put_small_many")
 
 
 @pytest.fixture
@@ -181,6 +181,57 @@ def test_a_small_source_changed_while_read_is_not_sent(
     with pytest.raises(IntegrityError, match="changed while it was being read; nothing was sent"):
         upload(server.connect, str(src / "f04"), "/in/f04")
     assert server.writes == [] and server.put_smalls == []
+
+
+@pytest.fixture
+def batching(tmp_path: Path) -> FakeServer:
+    root = tmp_path / "remote"
+    (root / "in").mkdir(parents=True)
+    return FakeServer(root, put_small=True, put_small_many=True)
+
+
+def test_small_files_go_in_batches_of_16_files_or_4_mib(batching: FakeServer, tmp_path: Path) -> None:
+    src = tmp_path / "many"
+    src.mkdir()
+    for i in range(40):
+        (src / f"s{i:02d}").write_bytes(b"s" * 100)
+    for i in range(6):
+        (src / f"m{i}").write_bytes(b"m" * 1_000_000)  # 1 MB each: four fill a batch by bytes
+    upload(batching.connect, str(src), "/in/", max_connections=1)
+    # Largest first: the fifth 1 MB file makes the first batch reach 4 MiB; then 16, 16 and the rest.
+    assert batching.batches == [5, 16, 16, 9]
+    assert sum(batching.batches) == 46 and batching.put_smalls and len(batching.put_smalls) == 46
+    _landed(batching, src)
+
+
+def test_one_file_failing_in_a_batch_does_not_fail_the_others(batching: FakeServer, src: Path) -> None:
+    (batching.root / "in" / "f06").mkdir()
+    batching.hide_from_listing = {"f06"}  # so the engine does not see the directory before sending
+    with pytest.raises(RemotePathError, match="f06") as info:
+        upload(batching.connect, str(src), "/in/", max_connections=1)
+    assert not info.value.retryable
+    landed = sorted(p.name for p in (batching.root / "in").iterdir() if p.is_file() and not p.name.endswith(".part"))
+    # Largest first: f19..f04 are the first batch; all but f06 land. The error is not retryable,
+    # so the run stops there: f03..f00 are not sent.
+    assert landed == sorted(f"f{i:02d}" for i in range(4, N) if i != 6)
+    assert _parts(batching) == []  # the failed file's partial was removed
+
+
+def test_files_taken_before_a_failing_one_are_sent(batching: FakeServer, src: Path) -> None:
+    (batching.root / "in" / "f10").mkdir()  # listed: fails in the worker, before the batch is sent
+    with pytest.raises(RemotePathError, match="is a directory"):
+        upload(batching.connect, str(src), "/in/", max_connections=1)
+    landed = {p.name for p in (batching.root / "in").iterdir() if p.is_file()}
+    # Largest first: f19..f11 were taken before f10 and are sent; the run stops after f10's error.
+    assert landed == {f"f{i:02d}" for i in range(11, N)}
+
+
+def test_delete_source_after_each_landed_file_of_a_batch(batching: FakeServer, src: Path) -> None:
+    (batching.root / "in" / "f03").mkdir()
+    batching.hide_from_listing = {"f03"}
+    with pytest.raises(RemotePathError):
+        upload(batching.connect, str(src), "/in/", delete_source=True, max_connections=1)
+    assert sorted(p.name for p in src.iterdir()) == ["f03"]
 
 
 def posixpath_basename(path: str) -> str:
