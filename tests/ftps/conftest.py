@@ -15,10 +15,13 @@ The shared servers (``pyftpd_explicit``... ``vsftpd_implicit``, ``ftps_server``)
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import ssl
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import trustme
@@ -64,18 +67,25 @@ class _RecordingFTPHandler(FTPHandler):  # type: ignore[misc]  # pyftpdlib is un
         super().pre_process_command(line, cmd, arg)
 
 
-@pytest.fixture(scope="module")
-def plain_ftpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FTPSServer]:
-    """A real pyftpdlib *plain* FTP server (no TLS at all); ``command_log`` records every line.
-
-    Returned as an :class:`FTPSServer` for convenience (``ca_pem`` is an unrelated CA: there is no TLS).
-    """
-    root = tmp_path_factory.mktemp("plain-root")
+@contextlib.contextmanager
+def _own_pyftpd(
+    root: Path,
+    login: str,
+    handler_name: str,
+    base: type[FTPHandler],
+    attrs: dict[str, Any],
+    *,
+    ca_pem: str,
+    cert_fingerprint: str,
+    name: str,
+) -> Iterator[FTPSServer]:
+    """A pyftpdlib server with a handler class of its own (*base* with *attrs*, a login with a random
+    password and a ``command_log``), rooted at *root*, explicit mode."""
     password = secrets.token_urlsafe(12)
     auth = DummyAuthorizer()
-    auth.add_user("plainuser", password, str(root), perm="elradfmwMT")
+    auth.add_user(login, password, str(root), perm="elradfmwMT")
     log: list[str] = []
-    handler = type("PlainHandler", (_RecordingFTPHandler,), {"authorizer": auth, "command_log": log})
+    handler = type(handler_name, (base,), {"authorizer": auth, "command_log": log, **attrs})
     t0 = time.monotonic()
     with serve_pyftpd(handler) as port:
         yield FTPSServer(
@@ -83,17 +93,36 @@ def plain_ftpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FTPSServer]
             host=HOST,
             port=port,
             tls_mode="explicit",
-            login="plainuser",
+            login=login,
             password=password,
-            ca_pem=trustme.CA().cert_pem.bytes().decode(),
-            cert_fingerprint="0" * 64,
+            ca_pem=ca_pem,
+            cert_fingerprint=cert_fingerprint,
             writable_dir="/",
             local_root=root,
             server_root=root,
             start_seconds=time.monotonic() - t0,
-            name="plain_ftpd",
+            name=name,
             command_log=log,
         )
+
+
+@pytest.fixture(scope="module")
+def plain_ftpd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FTPSServer]:
+    """A real pyftpdlib *plain* FTP server (no TLS at all); ``command_log`` records every line.
+
+    Returned as an :class:`FTPSServer` for convenience (``ca_pem`` is an unrelated CA: there is no TLS).
+    """
+    with _own_pyftpd(
+        tmp_path_factory.mktemp("plain-root"),
+        "plainuser",
+        "PlainHandler",
+        _RecordingFTPHandler,
+        {},
+        ca_pem=trustme.CA().cert_pem.bytes().decode(),
+        cert_fingerprint="0" * 64,
+        name="plain_ftpd",
+    ) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -142,37 +171,20 @@ class _QuirkyHandler(SecureTestFTPHandler):
 @pytest.fixture(scope="module")
 def quirky_pyftpd(tmp_path_factory: pytest.TempPathFactory, test_pki: ServerPKI) -> Iterator[FTPSServer]:
     """pyftpdlib explicit FTPS (trusted CA) that refuses RNTO onto an existing file and reports 552/452."""
-    root = tmp_path_factory.mktemp("quirky-root")
-    password = secrets.token_urlsafe(12)
-    auth = DummyAuthorizer()
-    auth.add_user("quirky", password, str(root), perm="elradfmwMT")
-    log: list[str] = []
-    handler = type(
+    with _own_pyftpd(
+        tmp_path_factory.mktemp("quirky-root"),
+        "quirky",
         "QuirkyHandler",
-        (_QuirkyHandler,),
+        _QuirkyHandler,
         {
-            "authorizer": auth,
             "ssl_context": _ssl_context(test_pki),
             "certfile": str(test_pki.cert_path),
             "keyfile": str(test_pki.key_path),
             "with_hash": False,
-            "command_log": log,
             "session_reuse_failures": [],
         },
-    )
-    with serve_pyftpd(handler) as port:
-        yield FTPSServer(
-            kind="pyftpdlib",
-            host=HOST,
-            port=port,
-            tls_mode="explicit",
-            login="quirky",
-            password=password,
-            ca_pem=test_pki.ca_pem,
-            cert_fingerprint=test_pki.cert_fingerprint,
-            writable_dir="/",
-            local_root=root,
-            server_root=root,
-            name="quirky_pyftpd",
-            command_log=log,
-        )
+        ca_pem=test_pki.ca_pem,
+        cert_fingerprint=test_pki.cert_fingerprint,
+        name="quirky_pyftpd",
+    ) as server:
+        yield server
