@@ -7,7 +7,8 @@ import os
 import pytest
 
 from airflow_secure_transfer.exceptions import RemotePathError
-from airflow_secure_transfer.transfer.base import SupportsPutSmall
+from airflow_secure_transfer.transfer.base import SupportsPutSmall, SupportsPutSmallMany
+from tests.servers import SFTPServer
 
 from ._support import AnyServer, client_for, leftovers, settings_for
 
@@ -43,3 +44,21 @@ def test_put_small_into_a_missing_directory_fails_and_lands_nothing(any_server: 
         # The session is still usable after the refusal.
         assert fs.put_small(_remote(any_server, ".h.part"), _remote(any_server, "h"), b"data") == 4
     assert not (any_server.local_root / "nope").exists()
+
+
+def test_put_small_many_answers_for_each_file(sftp_server: SFTPServer) -> None:
+    """One file's refusal is that file's answer; the others in the same call land."""
+    names = ["a", "b", "nope/c", "d"]
+    items = [
+        (_remote(sftp_server, *n.split("/")[:-1], f".{n[-1]}.part"), _remote(sftp_server, n), n.encode() * 9)
+        for n in names
+    ]
+    with client_for(settings_for(sftp_server)) as fs:
+        assert isinstance(fs, SupportsPutSmallMany)
+        answers = fs.put_small_many(items)
+        assert answers[0] == answers[1] == answers[3] == 9
+        assert isinstance(answers[2], RemotePathError) and "nope" in str(answers[2])
+        assert fs.put_small(_remote(sftp_server, ".e.part"), _remote(sftp_server, "e"), b"e") == 1  # still usable
+    for n in ("a", "b", "d"):
+        assert (sftp_server.local_root / n).read_bytes() == n.encode() * 9
+    assert leftovers(sftp_server.local_root) == []
