@@ -622,14 +622,15 @@ class _FileUpload:
 
     # -- steps
 
-    def _lookup(self, fs: RemoteFS, path: str, *, certain: bool = False) -> RemoteEntry | None:
+    def _lookup(self, fs: RemoteFS, path: str, *, certain: bool = False, fresh: bool = False) -> RemoteEntry | None:
         """What is at *path*: from the directory's listing when there is one, else a stat.
 
         :param certain: an absence in the listing is checked with a stat (only a presence is trusted).
+        :param fresh: a presence in the listing is checked with a stat (only an absence is trusted).
         """
         listings = self.shared.listings
         listed = _UNKNOWN if listings is None else listings.lookup(fs, path)
-        if isinstance(listed, _Unknown) or (listed is None and certain):
+        if isinstance(listed, _Unknown) or (certain and listed is None) or (fresh and listed is not None):
             return fs.stat(path)
         return listed
 
@@ -689,9 +690,7 @@ class _FileUpload:
     ) -> TransferRecord | _Pending:
         part = partial_name(target, local)
         offset = 0
-        existing = self._lookup(fs, part)
-        if existing is not None and self.shared.listings is not None:
-            existing = fs.stat(part)  # listed: resume from its size now, not the listing's
+        existing = self._lookup(fs, part, fresh=True)  # a listed partial: resume from its size now
         if existing is not None:
             if not existing.is_dir and existing.size is not None and 0 < existing.size <= local.size:
                 offset = existing.size

@@ -348,7 +348,9 @@ def test_fewer_connections_than_asked_when_the_server_limits_them(server: FakeSe
 def test_a_file_given_back_after_the_other_workers_finished_is_still_uploaded(server: FakeServer, src: Path) -> None:
     """Worker 2 cannot connect (session limit) only after worker 1 has emptied the queue and left."""
     for i in range(5):
-        (src / f"f{i}").write_bytes(b"x" * (100 + i))
+        # Larger than a small file: each is sent as it is taken (a batch would let worker 1 take
+        # all five before worker 2 starts, and then there is nothing to give back).
+        (src / f"f{i}").write_bytes(b"x" * (1_100_000 + i))
     worker2_connecting = threading.Event()
 
     def before_connect(attempt: int) -> None:
