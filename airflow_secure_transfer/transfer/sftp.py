@@ -1110,6 +1110,7 @@ class SFTPClient:
                 except TimeoutError:
                     if answered[0] + timeout <= loop.time():
                         gathered.cancel()
+                        gathered.add_done_callback(_retrieve)  # no "exception was never retrieved"
                         raise
 
         what = f"upload of {len(items)} file(s)" if len(items) > 1 else "upload"
@@ -1334,6 +1335,12 @@ def _entry(path: str, attrs: asyncssh.SFTPAttrs) -> RemoteEntry:
         is_dir = attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY
     mtime = float(attrs.mtime) if attrs.mtime is not None else None
     return RemoteEntry(path=path, is_dir=is_dir, size=None if is_dir else attrs.size, mtime=mtime)
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a finished future's exception as seen (it is reported another way)."""
+    if not future.cancelled():
+        future.exception()
 
 
 async def _replace(sftp: asyncssh.SFTPClient, source: str, target: str) -> None:

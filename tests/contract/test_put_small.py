@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Callable
 
+import asyncssh
 import pytest
 
-from airflow_secure_transfer.exceptions import RemotePathError
+from airflow_secure_transfer.exceptions import RemotePathError, TransferTimeout
 from airflow_secure_transfer.transfer.base import SupportsPutSmall, SupportsPutSmallMany
 from tests.servers import SFTPServer
 
@@ -62,3 +65,24 @@ def test_put_small_many_answers_for_each_file(sftp_server: SFTPServer) -> None:
     for n in ("a", "b", "d"):
         assert (sftp_server.local_root / n).read_bytes() == n.encode() * 9
     assert leftovers(sftp_server.local_root) == []
+
+
+class _SilentWrites(asyncssh.SFTPServer):
+    """Answers OPEN, then never answers a WRITE (a server that hangs mid-upload)."""
+
+    async def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        await asyncio.sleep(3600)
+        return len(data)
+
+
+def test_put_small_many_times_out_when_the_server_stops_answering(
+    asyncssh_factory: Callable[..., SFTPServer],
+) -> None:
+    server = asyncssh_factory(sftp_server=_SilentWrites)
+    items = [(_remote(server, f".{i}.part"), _remote(server, str(i)), b"x" * 100) for i in range(4)]
+    with client_for(settings_for(server, conn_timeout=2)) as fs:
+        assert isinstance(fs, SupportsPutSmallMany)
+        with pytest.raises(TransferTimeout, match=r"within 2 s"):
+            fs.put_small_many(items)
+        assert fs.closed  # a session with requests still outstanding is never reused
+    assert not any((server.local_root / str(i)).exists() for i in range(4))
