@@ -27,7 +27,11 @@ data: a target missing from it is replaced anyway (``"replace"``) or uploaded ag
 Small files (up to ``_SMALL_FILE``, nothing to resume, ``verify="size"``) are read
 into memory, hashed, and sent with the client's ``put_small``: write, size check
 and rename in one pipelined exchange (SFTP: OPEN, WRITE+FSTAT+CLOSE, RENAME) with
-the same guarantees as the steps above.
+the same guarantees as the steps above. A client with ``put_small_many`` (SFTP)
+gets them in batches (up to ``_BATCH_FILES`` files or ``_BATCH_BYTES``), all in
+flight at once on its session; each file still succeeds or fails on its own. A
+worker sends its batch when it is full, when the queue is empty, and before it
+reports another file's error (so a failure cannot strand files it had taken).
 
 The temporary name ``.<name>.<sha256(abs path|size|mtime_ns)[:16]>.part`` is
 derived from the source's identity, so a retry of the same task finds the
