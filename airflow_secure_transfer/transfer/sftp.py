@@ -490,7 +490,8 @@ class SFTPClient:
     :param settings: validated settings (:func:`~airflow_secure_transfer.security.policy.parse_sftp_settings`).
     :param block_size: bytes per READ/WRITE request, capped by what the server advertises.
         Default 255 KiB (the most OpenSSH accepts).
-    :param max_requests: requests kept in flight per transfer. Default 32 (8 MiB buffered, see ``DEFAULT_MAX_REQUESTS``).
+    :param max_requests: requests kept in flight per transfer. Default 32 (8 MiB buffered;
+        see ``DEFAULT_MAX_REQUESTS``).
     :raises VerificationError: the host key is not trusted (nothing was sent).
     :raises AuthenticationError: the server refused the login.
     :raises SecurityPolicyError: no secure algorithm in common with the server.
