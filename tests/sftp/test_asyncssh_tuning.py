@@ -1,0 +1,58 @@
+"""The client's reductions inside asyncssh change what it costs, not what goes on the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import posixpath
+from typing import Any
+
+import pytest
+from asyncssh.connection import SSHConnection, SSHServerConnection
+from asyncssh.constants import MSG_IGNORE
+
+from airflow_secure_transfer.transfer.sftp import SFTPClient
+from tests.servers import SFTPServer
+from tests.servers.clients import sftp_connect
+from tests.sftp.conftest import make_settings
+
+
+@pytest.fixture
+def ignores_received_by_server(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the SSH_MSG_IGNORE packets the in-process asyncssh server receives."""
+    count = [0]
+    handlers = dict(SSHConnection._packet_handlers)
+    original = handlers[MSG_IGNORE]
+
+    def counting(self: SSHConnection, *args: Any) -> Any:
+        if isinstance(self, SSHServerConnection):
+            count[0] += 1
+        return original(self, *args)
+
+    handlers[MSG_IGNORE] = counting
+    monkeypatch.setattr(SSHConnection, "_packet_handlers", handlers)
+    return count
+
+
+def test_no_cbc_countermeasure_packets_with_an_aead_cipher(
+    asyncssh_server: SFTPServer, ignores_received_by_server: list[int]
+) -> None:
+    data = os.urandom(1 << 20)
+    with SFTPClient(make_settings(asyncssh_server)) as fs:
+        assert fs.info.cipher in ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com")
+        ignores_received_by_server[0] = 0  # from here on: the connection is set up, the data is sent
+        fs.write_from(posixpath.join(asyncssh_server.writable_dir, "f"), io.BytesIO(data))
+    assert (asyncssh_server.local_root / "f").read_bytes() == data
+    assert ignores_received_by_server[0] == 0
+
+    # The counter sees them from a stock asyncssh client, which sends one before every packet.
+    async def stock_upload() -> None:
+        async with sftp_connect(asyncssh_server, password=asyncssh_server.password) as conn:
+            async with conn.start_sftp_client() as sftp:
+                async with sftp.open(posixpath.join(asyncssh_server.writable_dir, "g"), "wb") as f:
+                    await f.write(data)
+
+    ignores_received_by_server[0] = 0
+    asyncio.run(stock_upload())
+    assert ignores_received_by_server[0] > 32  # 1 MiB is at least 32 packets of 32 KiB
