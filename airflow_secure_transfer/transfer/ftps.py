@@ -756,9 +756,12 @@ class FTPSClient:
                     return  # created meanwhile (another worker)
                 raise RemotePathError(f"{self._where}: {path} exists and is not a directory", path=path) from None
             parent = posixpath.dirname(path.rstrip("/"))
-            if not parent or parent == path or self.stat(parent) is not None:
+            if not parent or parent == path:
                 raise
-        self._mkd_recursive(parent)
+            if self.stat(parent) is None:
+                self._mkd_recursive(parent)
+            # else the parent exists now: the MKD failed for another reason, or another worker created
+            # the parent between our MKD and the stat; one more MKD tells which.
         with self._errors("mkdir", path):
             try:
                 ftp.sendcmd(f"MKD {path}")
