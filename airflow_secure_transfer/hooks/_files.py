@@ -11,17 +11,30 @@ import os
 import posixpath
 import uuid
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Protocol
 
 from airflow_secure_transfer.exceptions import IntegrityError, LocalPathError, SecureTransferError
 from airflow_secure_transfer.transfer.paths import resolve_remote
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from airflow_secure_transfer.transfer.base import RemoteFS, TransferRecord
 
 
+class _Settings(Protocol):
+    @property
+    def remote_root(self) -> str | None: ...
+
+
 class RemoteFileMethods:
-    """Mixin for a hook that provides ``get_conn()``, ``get_fs()`` and ``get_settings().remote_root``."""
+    """Mixin for a hook that provides ``get_conn()``, ``get_fs()`` and ``get_settings()``.
+
+    The hook keeps its own client in ``_client`` (opened by ``get_conn``); closing it and the
+    context-manager protocol are written here once.
+    """
+
+    _client: RemoteFS | None
 
     def get_conn(self) -> RemoteFS:  # pragma: no cover - provided by the hook
         raise NotImplementedError
@@ -29,8 +42,23 @@ class RemoteFileMethods:
     def get_fs(self) -> RemoteFS:  # pragma: no cover - provided by the hook
         raise NotImplementedError
 
-    def _remote_root(self) -> str | None:  # pragma: no cover - provided by the hook
+    def get_settings(self) -> _Settings:  # pragma: no cover - provided by the hook
         raise NotImplementedError
+
+    def close_conn(self) -> None:
+        """Close the hook's own client, if open."""
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close_conn()
+
+    def _remote_root(self) -> str | None:
+        return self.get_settings().remote_root
 
     def _remote(self, path: str) -> str:
         root = self._remote_root()

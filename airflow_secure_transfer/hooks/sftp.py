@@ -116,21 +116,6 @@ class SecureSFTPHook(RemoteFileMethods, BaseHook):
             client = self._client = self.get_fs()
         return client
 
-    def close_conn(self) -> None:
-        """Close the hook's own client, if open."""
-        client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-    def __enter__(self) -> SecureSFTPHook:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close_conn()
-
-    def _remote_root(self) -> str | None:
-        return self.get_settings().remote_root
-
     # ------------------------------------------------------------------ UI
 
     def test_connection(self) -> tuple[bool, str]:
