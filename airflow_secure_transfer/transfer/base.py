@@ -106,6 +106,24 @@ class RemoteFS(Protocol):
     ) -> None: ...
 
 
+class ClosingClient:
+    """``with client:`` closes the client on the way out (the FTPS and SFTP clients' base)."""
+
+    def close(self) -> None:  # pragma: no cover - provided by the client
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
 @runtime_checkable
 class SupportsPutSmall(Protocol):
     """A :class:`RemoteFS` with a fused upload for files small enough to hold in memory.

@@ -75,13 +75,10 @@ from airflow_secure_transfer.exceptions import (
 )
 from airflow_secure_transfer.security.policy import TLSMode
 from airflow_secure_transfer.security.tls import TLSInfo, build_ssl_context, classify_ssl_error, describe_tls
-from airflow_secure_transfer.transfer.base import Checksum, ProgressCallback, RemoteEntry
+from airflow_secure_transfer.transfer.base import Checksum, ClosingClient, ProgressCallback, RemoteEntry
 from airflow_secure_transfer.transfer.paths import check_name
 
 if TYPE_CHECKING:
-    from types import TracebackType
-    from typing import Self
-
     from airflow_secure_transfer.security.policy import FTPSSettings
 
 __all__ = ["BLOCK_SIZE", "FTPSClient"]
@@ -308,7 +305,7 @@ class _FTPTLS(ftplib.FTP_TLS):
         return conn, size
 
 
-class FTPSClient:
+class FTPSClient(ClosingClient):
     """A connected, logged-in FTPS client of one server (explicit or implicit TLS).
 
     Connects at construction; use it as a context manager (or call :meth:`close`).
@@ -471,17 +468,6 @@ class FTPSClient:
                 ftp.sock.settimeout(min(self.settings.conn_timeout, 5.0))
                 ftp.voidcmd("QUIT")
         self._abandon()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._ftp is None else ("broken" if self._broken else "connected")

@@ -91,13 +91,10 @@ from airflow_secure_transfer.security.hostkeys import (
     HostKey,
     HostKeyTrust,
 )
-from airflow_secure_transfer.transfer.base import Checksum, ProgressCallback, RemoteEntry
+from airflow_secure_transfer.transfer.base import Checksum, ClosingClient, ProgressCallback, RemoteEntry
 from airflow_secure_transfer.transfer.paths import check_name
 
 if TYPE_CHECKING:
-    from types import TracebackType
-    from typing import Self
-
     from airflow_secure_transfer.security.policy import SFTPSettings
 
 __all__ = [
@@ -485,7 +482,7 @@ def _no_common_algorithm(what: str, ours: list[str], theirs: list[str], trust: H
     )
 
 
-class SFTPClient:
+class SFTPClient(ClosingClient):
     """A connected SFTP client of one server (one SSH connection, one SFTP session).
 
     Construct it to connect; use it as a context manager or call :meth:`close`.
@@ -1309,17 +1306,6 @@ class SFTPClient:
                 self._thread.submit(shutdown()).result(5.0)
         finally:
             self._thread.stop()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
