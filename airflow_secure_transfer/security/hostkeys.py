@@ -133,15 +133,10 @@ MAC_ALGORITHMS: tuple[str, ...] = (
     "umac-128@openssh.com",
 )
 
-#: Signature algorithms for client public-key authentication (no SHA-1 ``ssh-rsa``, no DSA).
+#: Signature algorithms for client public-key authentication (no SHA-1 ``ssh-rsa``, no DSA): the
+#: host-key list plus the security-key (FIDO) types a client key may be.
 CLIENT_SIGNATURE_ALGORITHMS: tuple[str, ...] = (
-    "ssh-ed25519",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "rsa-sha2-512",
-    "rsa-sha2-256",
-    "ssh-ed448",
+    *SECURE_HOST_KEY_ALGORITHMS,
     "sk-ssh-ed25519@openssh.com",
     "sk-ecdsa-sha2-nistp256@openssh.com",
 )
