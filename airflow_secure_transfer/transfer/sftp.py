@@ -58,7 +58,6 @@ import concurrent.futures
 import contextlib
 import functools
 import hashlib
-import io
 import logging
 import queue
 import stat as stat_module
@@ -1056,9 +1055,7 @@ class SFTPClient(ClosingClient):
             check_name(part)
             check_name(target)
         sftp = self.sftp
-        handler = self._sftp_handler()
-        if handler is None or not hasattr(handler, "fstat"):  # pragma: no cover - asyncssh internals moved
-            return [self._put_small_in_steps(*item) for item in items]
+        handler = self._sftp_handler()  # asyncssh's request layer: open/write/fstat/close by handle
         block = self.info.block_size
         timeout = self._timeout
         write_errors: dict[int, BaseException] = {}
@@ -1135,17 +1132,6 @@ class SFTPClient(ClosingClient):
                 self._broken = True
             out.append(result)
         return out
-
-    def _put_small_in_steps(self, part: str, target: str, data: bytes) -> int | SecureTransferError | None:
-        try:
-            self.write_from(part, io.BytesIO(data))
-            entry = self.stat(part)
-            if entry is None or entry.size != len(data):
-                return None if entry is None else entry.size
-            self.rename(part, target)
-        except SecureTransferError as exc:
-            return exc
-        return len(data)
 
     def _write_failure(self, exc: BaseException, path: str) -> BaseException:
         """Name a failed WRITE: out of space when the server says so or statvfs shows it."""

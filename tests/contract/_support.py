@@ -86,3 +86,8 @@ def has_checksum(server: AnyServer) -> bool:
 def leftovers(root: Path) -> list[Path]:
     """Temporary files left under *root* (there should be none after a successful upload)."""
     return sorted(p for p in root.rglob(".*.part"))
+
+
+def remote(server: AnyServer, *parts: str) -> str:
+    """A path under *server*'s writable directory for this test."""
+    return "/".join([server.writable_dir.rstrip("/"), *parts])

@@ -13,11 +13,7 @@ from airflow_secure_transfer.exceptions import RemotePathError, TransferTimeout
 from airflow_secure_transfer.transfer.base import SupportsPutSmall, SupportsPutSmallMany
 from tests.servers import SFTPServer
 
-from ._support import AnyServer, client_for, leftovers, settings_for
-
-
-def _remote(server: AnyServer, *parts: str) -> str:
-    return "/".join([server.writable_dir.rstrip("/"), *parts])
+from ._support import AnyServer, client_for, leftovers, remote, settings_for
 
 
 @pytest.mark.parametrize("size", [0, 1, 8192, 600_000])  # 600,000 B: several SFTP WRITEs in flight
@@ -25,7 +21,7 @@ def test_put_small_lands_the_bytes_under_the_final_name(any_server: AnyServer, s
     data = os.urandom(size)
     with client_for(settings_for(any_server)) as fs:
         assert isinstance(fs, SupportsPutSmall)
-        landed = fs.put_small(_remote(any_server, ".f.part"), _remote(any_server, "f"), data)
+        landed = fs.put_small(remote(any_server, ".f.part"), remote(any_server, "f"), data)
     assert landed == size
     assert (any_server.local_root / "f").read_bytes() == data
     assert leftovers(any_server.local_root) == []
@@ -35,7 +31,7 @@ def test_put_small_replaces_an_existing_target(any_server: AnyServer) -> None:
     with client_for(settings_for(any_server)) as fs:
         assert isinstance(fs, SupportsPutSmall)
         for content in (b"first version, longer", b"second"):
-            assert fs.put_small(_remote(any_server, ".g.part"), _remote(any_server, "g"), content) == len(content)
+            assert fs.put_small(remote(any_server, ".g.part"), remote(any_server, "g"), content) == len(content)
     assert (any_server.local_root / "g").read_bytes() == b"second"
 
 
@@ -43,9 +39,9 @@ def test_put_small_into_a_missing_directory_fails_and_lands_nothing(any_server: 
     with client_for(settings_for(any_server)) as fs:
         assert isinstance(fs, SupportsPutSmall)
         with pytest.raises(RemotePathError):
-            fs.put_small(_remote(any_server, "nope", ".h.part"), _remote(any_server, "nope", "h"), b"data")
+            fs.put_small(remote(any_server, "nope", ".h.part"), remote(any_server, "nope", "h"), b"data")
         # The session is still usable after the refusal.
-        assert fs.put_small(_remote(any_server, ".h.part"), _remote(any_server, "h"), b"data") == 4
+        assert fs.put_small(remote(any_server, ".h.part"), remote(any_server, "h"), b"data") == 4
     assert not (any_server.local_root / "nope").exists()
 
 
@@ -53,7 +49,7 @@ def test_put_small_many_answers_for_each_file(sftp_server: SFTPServer) -> None:
     """One file's refusal is that file's answer; the others in the same call land."""
     names = ["a", "b", "nope/c", "d"]
     items = [
-        (_remote(sftp_server, *n.split("/")[:-1], f".{n[-1]}.part"), _remote(sftp_server, n), n.encode() * 9)
+        (remote(sftp_server, *n.split("/")[:-1], f".{n[-1]}.part"), remote(sftp_server, n), n.encode() * 9)
         for n in names
     ]
     with client_for(settings_for(sftp_server)) as fs:
@@ -61,7 +57,7 @@ def test_put_small_many_answers_for_each_file(sftp_server: SFTPServer) -> None:
         answers = fs.put_small_many(items)
         assert answers[0] == answers[1] == answers[3] == 9
         assert isinstance(answers[2], RemotePathError) and "nope" in str(answers[2])
-        assert fs.put_small(_remote(sftp_server, ".e.part"), _remote(sftp_server, "e"), b"e") == 1  # still usable
+        assert fs.put_small(remote(sftp_server, ".e.part"), remote(sftp_server, "e"), b"e") == 1  # still usable
     for n in ("a", "b", "d"):
         assert (sftp_server.local_root / n).read_bytes() == n.encode() * 9
     assert leftovers(sftp_server.local_root) == []
@@ -79,7 +75,7 @@ def test_put_small_many_times_out_when_the_server_stops_answering(
     asyncssh_factory: Callable[..., SFTPServer],
 ) -> None:
     server = asyncssh_factory(sftp_server=_SilentWrites)
-    items = [(_remote(server, f".{i}.part"), _remote(server, str(i)), b"x" * 100) for i in range(4)]
+    items = [(remote(server, f".{i}.part"), remote(server, str(i)), b"x" * 100) for i in range(4)]
     with client_for(settings_for(server, conn_timeout=2)) as fs:
         assert isinstance(fs, SupportsPutSmallMany)
         with pytest.raises(TransferTimeout, match=r"within 2 s"):

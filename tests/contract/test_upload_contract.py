@@ -18,7 +18,7 @@ from airflow_secure_transfer.transfer.engine import partial_name, upload
 from airflow_secure_transfer.transfer.local import expand_local
 from tests.servers import FTPSServer, SFTPServer, sha256_file
 
-from ._support import AnyServer, CountingFactory, connect, has_checksum, leftovers, settings_for
+from ._support import AnyServer, CountingFactory, connect, has_checksum, leftovers, remote, settings_for
 
 
 def _write(path: Path, data: bytes) -> Path:
@@ -33,17 +33,13 @@ def _as_server_user(server: AnyServer, path: Path) -> None:
     os.chown(path, st.st_uid, st.st_gid)
 
 
-def _remote(server: AnyServer, *parts: str) -> str:
-    return "/".join([server.writable_dir.rstrip("/"), *parts])
-
-
 def test_single_file_to_a_named_target(any_server: AnyServer, tmp_path: Path) -> None:
     data = os.urandom(777_777)
     src = _write(tmp_path / "a.bin", data)
-    (record,) = upload(connect(any_server), str(src), _remote(any_server, "renamed.bin"))
+    (record,) = upload(connect(any_server), str(src), remote(any_server, "renamed.bin"))
     landed = any_server.local_root / "renamed.bin"
     assert landed.read_bytes() == data
-    assert record.remote_path == _remote(any_server, "renamed.bin")
+    assert record.remote_path == remote(any_server, "renamed.bin")
     assert record.bytes == len(data) and record.verified and not record.resumed and not record.skipped
     assert record.sha256 == sha256_file(src)
     assert leftovers(any_server.local_root) == []
@@ -51,9 +47,9 @@ def test_single_file_to_a_named_target(any_server: AnyServer, tmp_path: Path) ->
 
 def test_file_into_a_directory(any_server: AnyServer, tmp_path: Path) -> None:
     src = _write(tmp_path / "report.csv", b"a,b\n1,2\n")
-    (r1,) = upload(connect(any_server), str(src), _remote(any_server, "new", ""))  # trailing "/": a directory
-    assert r1.remote_path == _remote(any_server, "new", "report.csv")
-    (r2,) = upload(connect(any_server), str(src), _remote(any_server, "new"))  # an existing directory
+    (r1,) = upload(connect(any_server), str(src), remote(any_server, "new", ""))  # trailing "/": a directory
+    assert r1.remote_path == remote(any_server, "new", "report.csv")
+    (r2,) = upload(connect(any_server), str(src), remote(any_server, "new"))  # an existing directory
     assert r2.remote_path == r1.remote_path
     assert (any_server.local_root / "new" / "report.csv").read_bytes() == b"a,b\n1,2\n"
 
@@ -61,7 +57,7 @@ def test_file_into_a_directory(any_server: AnyServer, tmp_path: Path) -> None:
 def test_glob(any_server: AnyServer, tmp_path: Path) -> None:
     for name in ("a.csv", "b.csv", "c.txt"):
         _write(tmp_path / "out" / name, name.encode())
-    records = upload(connect(any_server), str(tmp_path / "out" / "*.csv"), _remote(any_server, "in"))
+    records = upload(connect(any_server), str(tmp_path / "out" / "*.csv"), remote(any_server, "in"))
     assert sorted(Path(r.remote_path).name for r in records) == ["a.csv", "b.csv"]
     assert sorted(p.name for p in (any_server.local_root / "in").iterdir()) == ["a.csv", "b.csv"]
 
@@ -77,7 +73,7 @@ def test_tree_with_subdirectories(any_server: AnyServer, tmp_path: Path) -> None
     for rel, data in files.items():
         _write(tmp_path / "tree" / rel, data)
     factory = connect(any_server)
-    records = upload(factory, str(tmp_path / "tree"), _remote(any_server, "dest"), max_connections=3)
+    records = upload(factory, str(tmp_path / "tree"), remote(any_server, "dest"), max_connections=3)
     assert len(records) == len(files)
     for rel, data in files.items():
         assert (any_server.local_root / "dest" / rel).read_bytes() == data
@@ -87,7 +83,7 @@ def test_tree_with_subdirectories(any_server: AnyServer, tmp_path: Path) -> None
 
 def test_empty_file(any_server: AnyServer, tmp_path: Path) -> None:
     src = _write(tmp_path / "empty", b"")
-    (record,) = upload(connect(any_server), str(src), _remote(any_server, "empty"))
+    (record,) = upload(connect(any_server), str(src), remote(any_server, "empty"))
     landed = any_server.local_root / "empty"
     assert landed.is_file() and landed.stat().st_size == 0
     assert record.bytes == 0 and record.verified
@@ -97,7 +93,7 @@ def test_unicode_names(any_server: AnyServer, tmp_path: Path) -> None:
     names = ["données été.csv", "数据.txt", "Ωmega ~ tilde.bin", "emoji 🚀.txt"]
     for name in names:
         _write(tmp_path / "u" / name, name.encode())
-    records = upload(connect(any_server), str(tmp_path / "u"), _remote(any_server, "ü"))
+    records = upload(connect(any_server), str(tmp_path / "u"), remote(any_server, "ü"))
     assert sorted(Path(r.remote_path).name for r in records) == sorted(names)
     for name in names:
         assert (any_server.local_root / "ü" / name).read_bytes() == name.encode()
@@ -111,7 +107,7 @@ def test_a_thousand_small_files_share_a_few_connections(any_server: AnyServer, t
         (src / f"f{i:04d}.txt").write_bytes(f"file {i}\n".encode() * (i % 7 + 1))
     factory = connect(any_server)
     started = time.monotonic()
-    records = upload(factory, str(src), _remote(any_server, "many"), max_connections=4)
+    records = upload(factory, str(src), remote(any_server, "many"), max_connections=4)
     seconds = time.monotonic() - started
     assert len(records) == 1000
     assert isinstance(factory, CountingFactory) and factory.opened <= 4 and factory.open_now == 0
@@ -129,7 +125,7 @@ def test_overwrite_fail_refuses_before_any_byte(any_server: AnyServer, tmp_path:
     _as_server_user(any_server, existing)
     src = _write(tmp_path / "x.bin", os.urandom(50_000))
     with pytest.raises(RemotePathError, match="exists and overwrite='fail'") as info:
-        upload(connect(any_server), str(src), _remote(any_server, ""), overwrite="fail")
+        upload(connect(any_server), str(src), remote(any_server, ""), overwrite="fail")
     assert info.value.retryable is False
     assert existing.read_bytes() == b"old"
     assert leftovers(any_server.local_root) == []  # not even a temporary file was started
@@ -143,7 +139,7 @@ def test_overwrite_skip_identical(any_server: AnyServer, tmp_path: Path) -> None
     _write(tmp_path / "s" / "other.bin", b"longer content")
     records = {
         Path(r.remote_path).name: r
-        for r in upload(connect(any_server), str(tmp_path / "s"), _remote(any_server), overwrite="skip_identical")
+        for r in upload(connect(any_server), str(tmp_path / "s"), remote(any_server), overwrite="skip_identical")
     }
     assert records["same.bin"].skipped and records["same.bin"].bytes == 0
     assert records["same.bin"].sha256 == sha256_file(tmp_path / "s" / "same.bin")
@@ -155,7 +151,7 @@ def test_skip_identical_with_same_size_but_different_content(any_server: AnyServ
     """Same size, other bytes: a checksum (where the server has one) tells them apart; size alone cannot."""
     _as_server_user(any_server, _write(any_server.local_root / "f.bin", b"AAAA"))
     src = _write(tmp_path / "f.bin", b"BBBB")
-    (record,) = upload(connect(any_server), str(src), _remote(any_server, ""), overwrite="skip_identical")
+    (record,) = upload(connect(any_server), str(src), remote(any_server, ""), overwrite="skip_identical")
     if has_checksum(any_server):
         assert not record.skipped
         assert (any_server.local_root / "f.bin").read_bytes() == b"BBBB"
@@ -167,7 +163,7 @@ def test_skip_identical_with_same_size_but_different_content(any_server: AnyServ
 def test_overwrite_replace(any_server: AnyServer, tmp_path: Path) -> None:
     _as_server_user(any_server, _write(any_server.local_root / "r.bin", b"old old old"))
     src = _write(tmp_path / "r.bin", b"new")
-    (record,) = upload(connect(any_server), str(src), _remote(any_server, "r.bin"), overwrite="replace")
+    (record,) = upload(connect(any_server), str(src), remote(any_server, "r.bin"), overwrite="replace")
     assert not record.skipped and (any_server.local_root / "r.bin").read_bytes() == b"new"
 
 
@@ -175,7 +171,7 @@ def test_delete_source(any_server: AnyServer, tmp_path: Path) -> None:
     for i in range(5):
         _write(tmp_path / "mv" / f"{i}.dat", os.urandom(1000 + i))
     digests = {p.name: sha256_file(p) for p in (tmp_path / "mv").iterdir()}
-    records = upload(connect(any_server), str(tmp_path / "mv"), _remote(any_server, "moved"), delete_source=True)
+    records = upload(connect(any_server), str(tmp_path / "mv"), remote(any_server, "moved"), delete_source=True)
     assert len(records) == 5
     assert list((tmp_path / "mv").iterdir()) == []
     assert {p.name: sha256_file(p) for p in (any_server.local_root / "moved").iterdir()} == digests
@@ -184,11 +180,11 @@ def test_delete_source(any_server: AnyServer, tmp_path: Path) -> None:
 def test_verify_checksum(any_server: AnyServer, tmp_path: Path) -> None:
     src = _write(tmp_path / "c.bin", os.urandom(1_234_567))
     if has_checksum(any_server):
-        (record,) = upload(connect(any_server), str(src), _remote(any_server, "c.bin"), verify="checksum")
+        (record,) = upload(connect(any_server), str(src), remote(any_server, "c.bin"), verify="checksum")
         assert record.verified and (any_server.local_root / "c.bin").read_bytes() == src.read_bytes()
     else:
         with pytest.raises(ConfigurationError, match="offers no checksum") as info:
-            upload(connect(any_server), str(src), _remote(any_server, "c.bin"), verify="checksum")
+            upload(connect(any_server), str(src), remote(any_server, "c.bin"), verify="checksum")
         assert info.value.retryable is False
         assert not (any_server.local_root / "c.bin").exists()
     assert leftovers(any_server.local_root) == []
@@ -197,7 +193,7 @@ def test_verify_checksum(any_server: AnyServer, tmp_path: Path) -> None:
 def test_resume_continues_a_partial_left_by_an_earlier_try(any_server: AnyServer, tmp_path: Path) -> None:
     data = os.urandom(3_000_000)
     src = _write(tmp_path / "big.bin", data)
-    target = _remote(any_server, "big.bin")
+    target = remote(any_server, "big.bin")
     (local,) = expand_local(str(src))[0]
     part = any_server.local_path(partial_name(target, local))
     _as_server_user(any_server, _write(part, data[:1_111_111]))
@@ -211,7 +207,7 @@ def test_resume_continues_a_partial_left_by_an_earlier_try(any_server: AnyServer
 
 def test_a_partial_that_cannot_be_continued_is_replaced(any_server: AnyServer, tmp_path: Path) -> None:
     src = _write(tmp_path / "f.bin", os.urandom(1000))
-    target = _remote(any_server, "f.bin")
+    target = remote(any_server, "f.bin")
     (local,) = expand_local(str(src))[0]
     part = any_server.local_path(partial_name(target, local))
     _as_server_user(any_server, _write(part, os.urandom(5000)))  # larger than the source: not ours
@@ -223,7 +219,7 @@ def test_a_partial_that_cannot_be_continued_is_replaced(any_server: AnyServer, t
 def test_create_dirs_false_needs_an_existing_directory(any_server: AnyServer, tmp_path: Path) -> None:
     src = _write(tmp_path / "f", b"x")
     with pytest.raises(RemotePathError):
-        upload(connect(any_server), str(src), _remote(any_server, "missing", "f"), create_dirs=False)
+        upload(connect(any_server), str(src), remote(any_server, "missing", "f"), create_dirs=False)
     assert not (any_server.local_root / "missing").exists()
 
 
@@ -232,7 +228,7 @@ def test_remote_root_confines_every_path(any_server: AnyServer, tmp_path: Path) 
     root = any_server.writable_dir
     factory = connect(any_server, remote_root=root)
     (record,) = upload(factory, str(src), "inside/f", remote_root=root)
-    assert record.remote_path == _remote(any_server, "inside", "f")
+    assert record.remote_path == remote(any_server, "inside", "f")
     with pytest.raises(RemotePathError, match="outside remote_root"):
         upload(factory, str(src), "../escape/f", remote_root=root)
     assert isinstance(factory, CountingFactory) and factory.opened == 1  # refused before connecting
@@ -249,7 +245,7 @@ def test_relative_paths_start_at_the_login_directory(any_server: AnyServer, tmp_
         pytest.skip(f"{any_server.name}: the test directory is not under the login directory {home}")
     relative = any_server.writable_dir[len(home.rstrip("/")) + 1 :] + "/rel.txt"
     (record,) = upload(connect(any_server), str(src), relative)
-    assert record.remote_path == _remote(any_server, "rel.txt")
+    assert record.remote_path == remote(any_server, "rel.txt")
     assert (any_server.local_root / "rel.txt").read_bytes() == b"relative"
 
 

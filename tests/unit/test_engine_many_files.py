@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 from pathlib import Path
 
 import pytest
@@ -124,7 +125,7 @@ def test_a_partial_missing_from_the_listing_is_sent_again_from_byte_zero(server:
     local = next(f for f in expand_local(str(big))[0])
     part_path = partial_name("/in/big", local)
     server.local(part_path).write_bytes(b"stale bytes that must not be kept")
-    server.hide_from_listing = {posixpath_basename(part_path)}
+    server.hide_from_listing = {posixpath.basename(part_path)}
     records = upload(server.connect, str(src), "/in/", max_connections=1)
     (rec,) = [r for r in records if r.remote_path == "/in/big"]
     assert not rec.resumed and rec.bytes == len(data)
@@ -232,7 +233,3 @@ def test_delete_source_after_each_landed_file_of_a_batch(batching: FakeServer, s
     with pytest.raises(RemotePathError):
         upload(batching.connect, str(src), "/in/", delete_source=True, max_connections=1)
     assert sorted(p.name for p in src.iterdir()) == ["f03"]
-
-
-def posixpath_basename(path: str) -> str:
-    return path.rsplit("/", 1)[-1]
