@@ -143,11 +143,17 @@ class Relay:
     # ----------------------------------------------------------------- setup
 
     def add_route(self, kind: str, target: tuple[str, int], listen: tuple[str, int] = (HOST, 0)) -> int:
-        """Listen on *listen* and forward each connection to *target*; return the listening port."""
+        """Listen on *listen* and forward each connection to *target*; return the listening port.
+
+        A *target* port of 0 means the listening port (a relay that keeps port numbers, as FTP's
+        passive ports need).
+        """
         lst = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         lst.bind(listen)
         lst.listen(32)
+        if target[1] == 0:
+            target = (target[0], int(lst.getsockname()[1]))
         self._listeners.append(lst)
         t = threading.Thread(target=self._accept, args=(lst, kind, target), name=f"relay-accept-{kind}", daemon=True)
         self._threads.append(t)
@@ -378,28 +384,27 @@ class StorageErrorDTPHandler(ReuseRequiredDTPHandler):
             super().handle_error()
 
 
-def _pick_passive_ports(count: int) -> list[int]:
-    """Return *count* ports P free both on ``127.0.0.1`` (the relay's side) and on :data:`SERVER_HOST`."""
+def _relay_passive_ports(relay: Relay, count: int, data_target: tuple[str, int] | None) -> list[int]:
+    """Open *count* relay listeners on ``127.0.0.1`` whose ports are also free on :data:`SERVER_HOST`.
+
+    Each listener is bound (and kept) before its port is handed to the server, so no other socket
+    can take the port in between (a probe-then-bind left that window open: ``EADDRINUSE`` under load).
+    A listener whose port turns out to be taken on the server's address stays open, unused.
+    """
     ports: list[int] = []
-    attempts = 0
-    while len(ports) < count:
-        attempts += 1
-        if attempts > count * 20:
-            raise RuntimeError("could not find free passive ports on both loopback addresses")
+    for _ in range(count * 20):
+        port = relay.add_route("data", data_target or (SERVER_HOST, 0))  # port 0: the listener's own port
         probe = socket.socket()
-        probe.bind((SERVER_HOST, 0))
-        port = int(probe.getsockname()[1])
-        probe.close()
-        lst = socket.socket()
-        lst.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            lst.bind((HOST, port))
+            probe.bind((SERVER_HOST, port))
         except OSError:
-            lst.close()
             continue
-        lst.close()  # the relay binds it again at once (SO_REUSEADDR)
+        finally:
+            probe.close()
         ports.append(port)
-    return ports
+        if len(ports) == count:
+            return ports
+    raise RuntimeError("could not find free passive ports on both loopback addresses")
 
 
 @contextlib.contextmanager
@@ -430,7 +435,12 @@ def run_relayed_pyftpd(
     """
     own_relay = relay is None
     relay = relay or Relay()
-    ports = _pick_passive_ports(passive_count)
+    try:
+        ports = _relay_passive_ports(relay, passive_count, data_target)
+    except BaseException:
+        if own_relay:
+            relay.close()
+        raise
     fs_class = type("QuotaFS_", (QuotaFS,), {"limit": quota, "errno_": quota_errno, "used": [0]})
     with contextlib.ExitStack() as stack:
         server = stack.enter_context(
@@ -456,8 +466,6 @@ def run_relayed_pyftpd(
         if own_relay:
             stack.callback(relay.close)  # before the server stops
         cport = relay.add_route("control", (SERVER_HOST, server.port))
-        for p in ports:
-            relay.add_route("data", data_target or (SERVER_HOST, p), listen=(HOST, p))
         yield dataclasses.replace(server, host=HOST, port=cport, name=f"relayed_pyftpd_{tls_mode}"), relay
 
 
