@@ -45,8 +45,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pluggy
 
@@ -84,8 +83,7 @@ _PIN = (
 )
 
 
-@dataclass(frozen=True)
-class Violation:
+class Violation(NamedTuple):
     """One task that the policy refuses, with everything its message needs."""
 
     #: ``"dag_id.task_id"``.
@@ -116,8 +114,7 @@ class Violation:
         )
 
 
-@dataclass(frozen=True)
-class _Stock:
+class _Stock(NamedTuple):
     """What the policy knows about one stock class."""
 
     plain: bool

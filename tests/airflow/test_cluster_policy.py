@@ -112,6 +112,23 @@ def test_subclasses_and_mapped_tasks_are_flagged(dag: DAG) -> None:
     assert FIX in found.fix
 
 
+def test_classes_of_providers_that_are_not_installed_are_known_by_name(dag: DAG) -> None:
+    """The Amazon provider's FTP transfers are matched by module and name, so nothing needs importing."""
+
+    def __init__(self: BaseOperator, *, ftp_conn_id: str, **kwargs: Any) -> None:
+        BaseOperator.__init__(self, **kwargs)
+        self.ftp_conn_id = ftp_conn_id  # type: ignore[attr-defined]
+
+    for module, name, new in [
+        ("airflow.providers.amazon.aws.transfers.ftp_to_s3", "FTPToS3Operator", "a @task that calls SecureFTPSHook"),
+        ("airflow.providers.amazon.aws.transfers.s3_to_ftp", "S3ToFTPOperator", "SecureUploadOperator("),
+    ]:
+        cls = type(name, (BaseOperator,), {"__module__": module, "__init__": __init__})
+        found = _violation(cls(task_id=name.lower(), ftp_conn_id="partner"))
+        assert (found.class_name, found.conn_id) == (name, "partner")
+        assert found.fix.startswith(f'{name}(ftp_conn_id="partner") -> {new}')
+
+
 def test_the_hook_factory_decides_for_a_subclass(dag: DAG) -> None:
     class DeclaresFTPS(FTPFileTransmitOperator):
         @property
