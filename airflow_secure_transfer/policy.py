@@ -197,22 +197,19 @@ def _operator_class_and_args(task: Any) -> tuple[type, Mapping[str, Any]]:
 
 def _check_class(task: Any, cls: type, args: Mapping[str, Any]) -> Violation | None:
     mro = cls.__mro__
-    for klass in mro:
+    for index, klass in enumerate(mro):
         stock = _STOCK.get(_qualified(klass))
         if stock is None:
             continue
         plain, problem = stock.plain, _PLAIN_FTP_PROBLEM
-        if stock.factory is not None:
-            owner = next(k for k in mro if stock.factory in vars(k))
-            owner_stock = _STOCK.get(_qualified(owner))
-            if owner_stock is not None:
-                plain = owner_stock.plain
-            else:  # a subclass builds its own hook: it must say it is an FTPS one
-                plain = not _declares_ftps(vars(owner)[stock.factory])
-                problem = (
-                    f"overrides {stock.factory} without declaring an FTPSHook return type, so it is taken "
-                    "for plain FTP, which sends the password and the files in clear"
-                )
+        # A more derived class than the stock one that defines the hook factory decides the protocol.
+        owner = next((k for k in mro[:index] if stock.factory and stock.factory in vars(k)), None)
+        if owner is not None and stock.factory:
+            plain = not _declares_ftps(vars(owner)[stock.factory])
+            problem = (
+                f"overrides {stock.factory} without declaring an FTPSHook return type, so it is taken "
+                "for plain FTP, which sends the password and the files in clear"
+            )
         if not plain:
             return None
         conn_id = args.get(stock.conn_attr)
@@ -326,7 +323,20 @@ def task_policy(task: Any) -> None:
     mode, config_problem = cluster_policy_mode()
     if mode == "off":
         return
-    violation = find_violation(task)
+    from airflow.exceptions import AirflowClusterPolicyViolation
+
+    setting = config_problem or f"[{SECTION}] {OPTION} = enforce"
+    try:
+        violation = find_violation(task)
+    except Exception as exc:  # a task shape this module does not know: never crash the DAG processor
+        if mode == "warn":
+            log.warning("airflow-secure-transfer cluster policy (warn): could not check a task", exc_info=True)
+            return
+        # enforce: fail closed, with the reason (Airflow would otherwise report a bare AirflowClusterPolicyError)
+        raise AirflowClusterPolicyViolation(
+            f"refused by the airflow-secure-transfer cluster policy ({setting}): task "
+            f"{getattr(task, 'task_id', '?')!r} could not be checked ({type(exc).__name__}: {exc})"
+        ) from exc
     if violation is None:
         return
     if mode == "warn":
@@ -337,9 +347,6 @@ def task_policy(task: Any) -> None:
             OPTION,
         )
         return
-    from airflow.exceptions import AirflowClusterPolicyViolation
-
-    setting = config_problem or f"[{SECTION}] {OPTION} = enforce"
     raise AirflowClusterPolicyViolation(
         f"refused by the airflow-secure-transfer cluster policy ({setting}): {violation.message()}"
     )

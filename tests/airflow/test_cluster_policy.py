@@ -280,6 +280,25 @@ def test_an_invalid_mode_is_reported_and_enforced(
     assert all("AIRFLOW__SECURE_TRANSFER__CLUSTER_POLICY" in e for e in errors)
 
 
+def test_a_task_the_policy_cannot_check_is_logged_in_warn_and_refused_in_enforce(
+    dag: DAG, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import airflow_secure_transfer.policy as policy
+
+    def broken(task: object) -> None:
+        raise RuntimeError("unexpected task shape")
+
+    task = _ftp_put()
+    monkeypatch.setattr(policy, "find_violation", broken)
+    monkeypatch.setenv(ENV_VAR, "warn")
+    with caplog.at_level(logging.WARNING, logger="airflow_secure_transfer.policy"):
+        task_policy(task)  # the DAG still loads
+    assert any("could not check a task" in r.getMessage() for r in caplog.records)
+    monkeypatch.setenv(ENV_VAR, "enforce")
+    with pytest.raises(AirflowClusterPolicyViolation, match=r"task 'push' could not be checked \(RuntimeError: unexp"):
+        task_policy(task)
+
+
 def test_the_option_is_declared_in_the_provider_info() -> None:
     option = get_provider_info()["config"]["secure_transfer"]["options"]["cluster_policy"]
     assert (option["type"], option["default"], option["example"]) == ("string", "warn", "enforce")
