@@ -2,8 +2,9 @@
 
 Airflow calls :func:`task_policy` for every task of every DAG its DAG processor
 parses. This distribution registers the module in the ``airflow.policy``
-entry-point group, so installing the provider is enough; a deployment that
-prefers ``airflow_local_settings.py`` can re-export :func:`task_policy` from it.
+entry-point group, so installing the provider is enough. Where the package is
+importable without being installed (no entry point), ``airflow_local_settings.py``
+can re-export :func:`task_policy` instead (not both: each registration runs it).
 
 The mode is Airflow's ``[secure_transfer] cluster_policy`` option
 (``AIRFLOW__SECURE_TRANSFER__CLUSTER_POLICY``):
