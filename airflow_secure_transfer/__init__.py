@@ -209,6 +209,25 @@ def get_provider_info() -> dict[str, Any]:
         # Airflow 2.x name of the same hook point; the stock providers declare both.
         "dataset-uris": _FTPS_ASSET_URIS,
         "cli": ["airflow_secure_transfer.cli.airflow_cli.get_cli_commands"],
+        # Read by airflow_secure_transfer.policy; declared here so that `airflow config list` shows it.
+        "config": {
+            "secure_transfer": {
+                "description": "Options of the airflow-secure-transfer provider.",
+                "options": {
+                    "cluster_policy": {
+                        "description": "What the cluster policy does with a task that would use plain FTP "
+                        "(FTPFileTransmitOperator, FTPSensor, a stock FTPHook) or an SSH hook without host-key "
+                        "checks, when the DAG processor parses its DAG. off: nothing. warn: the task is named "
+                        "in the DAG processor's log. enforce: the DAG is refused (an import error that names "
+                        "the task and the fix). Any other value is logged as an error and enforced.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "enforce",
+                        "default": "warn",
+                    }
+                },
+            }
+        },
         "connection-types": [
             {
                 "connection-type": "secure_ftps",

@@ -77,6 +77,23 @@ def test_module_import_is_light() -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
+def test_policy_module_import_is_light() -> None:
+    """Every Airflow process loads the cluster policy (entry point): it imports pluggy and nothing of Airflow."""
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import airflow_secure_transfer.policy\n"
+        "new = set(sys.modules) - before\n"
+        "heavy = sorted(m for m in new if m.split('.')[0] in ('airflow', 'paramiko', 'asyncssh', 'ftplib', 'ssl',\n"
+        "    'OpenSSL', 'cryptography', 'sqlalchemy')\n"
+        "    or m.startswith('airflow_secure_transfer.') and m != 'airflow_secure_transfer.policy')\n"
+        "print(heavy)\n"
+        "sys.exit(1 if heavy else 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 # --------------------------------------------------------------------------- execute
 
 
