@@ -46,6 +46,9 @@ class LocalFile:
     relpath: str
     size: int
     mtime_ns: int
+    #: Real path of the source the user named (the directory walked, the glob's fixed base, or the
+    #: file itself): ``delete_source`` deletes only files whose real path lies under it.
+    root: str = ""
 
 
 def _kind(mode: int) -> str:

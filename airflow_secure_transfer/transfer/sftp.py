@@ -526,6 +526,10 @@ class SFTPClient(ClosingClient):
         #: close() aborts it instead of waiting for a server that stopped answering.
         self._broken = False
         self._check_file_supported: bool | None = None
+        #: Whether the server sets modification times (SETSTAT/FSETSTAT); None: not tried yet.
+        self.can_set_mtime: bool | None = None
+        #: SFTP times are seconds since the epoch by the protocol (no time zone to get wrong).
+        self.mtime_trusted = True
         self._home: str | None = None
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
@@ -1018,7 +1022,30 @@ class SFTPClient(ClosingClient):
             _report(progress, uploader.take_done())
         return pos - offset
 
-    def put_small(self, part: str, target: str, data: bytes) -> int | None:
+    def set_mtime(self, path: str, mtime: int) -> bool:
+        """Set *path*'s modification time to *mtime* (seconds since the epoch, UTC) with SETSTAT.
+
+        The access time is set to now. A server that refuses (permission denied on a drop box,
+        an unsupported attribute) is remembered: nothing more is sent for it on this session.
+        """
+        check_name(path)
+        if self.can_set_mtime is False:
+            return False
+        sftp = self.sftp
+        attrs = asyncssh.SFTPAttrs(atime=int(time.time()), mtime=mtime)
+
+        async def op() -> bool:
+            try:
+                await sftp.setstat(path, attrs)
+            except (asyncssh.SFTPOpUnsupported, asyncssh.SFTPPermissionDenied, asyncssh.SFTPFailure):
+                return False
+            return True
+
+        done = self._call(op, "set modification time", path)
+        self.can_set_mtime = done
+        return done
+
+    def put_small(self, part: str, target: str, data: bytes, *, mtime: int | None = None) -> int | None:
         """Upload a whole small file: write *data* to *part*, check it, then rename it to *target*.
 
         One coroutine on the connection's loop sends OPEN (create, truncate), then the WRITEs, an
@@ -1032,12 +1059,14 @@ class SFTPClient(ClosingClient):
         :raises RemoteStorageFullError: the server ran out of space (or quota).
         :raises TransportError: the connection failed or timed out (the client is then unusable).
         """
-        (result,) = self.put_small_many([(part, target, data)])
+        (result,) = self.put_small_many([(part, target, data)], mtimes=[mtime])
         if isinstance(result, BaseException):
             raise result
         return result
 
-    def put_small_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[int | SecureTransferError | None]:
+    def put_small_many(
+        self, items: Sequence[tuple[str, str, bytes]], *, mtimes: Sequence[int | None] | None = None
+    ) -> list[int | SecureTransferError | None]:
         """:meth:`put_small` for several files at once, all in flight together on this session.
 
         The files' requests share the loop's turns, the TCP segments and the server's reads: on
@@ -1047,6 +1076,9 @@ class SFTPClient(ClosingClient):
         ``conn_timeout`` seconds.
 
         :param items: ``(part, target, data)`` per file; the targets must differ.
+        :param mtimes: per file, the modification time to give *part* (None: the server's): an
+            FSETSTAT sent with the WRITEs, before the FSTAT (no extra round trip); a server that
+            refuses it is remembered and the files still land.
         :returns: per file, in order: the size the server reported for *part* (renamed to
             *target* when it is ``len(data)``), or the error that file met.
         :raises TransportError: the connection failed or timed out (the client is then unusable).
@@ -1060,6 +1092,7 @@ class SFTPClient(ClosingClient):
         timeout = self._timeout
         write_errors: dict[int, BaseException] = {}
         answered = [0.0]
+        times = list(mtimes) if mtimes is not None else [None] * len(items)
 
         async def one(i: int, part: str, target: str, data: bytes) -> int | None:
             loop = asyncio.get_running_loop()
@@ -1075,10 +1108,18 @@ class SFTPClient(ClosingClient):
                 loop.create_task(handler.write(handle, pos, data[pos : pos + block]))
                 for pos in range(0, len(data), block)
             ]
+            mtime = times[i] if self.can_set_mtime is not False else None
+            setstat = (
+                [loop.create_task(handler.fsetstat(handle, asyncssh.SFTPAttrs(atime=int(time.time()), mtime=mtime)))]
+                if mtime is not None
+                else []
+            )
             fstat = loop.create_task(handler.fstat(handle, _ATTR_DEFINED))
             close = loop.create_task(handler.close(handle))
-            results = await asyncio.gather(*writes, fstat, close, return_exceptions=True)
+            results = await asyncio.gather(*writes, *setstat, fstat, close, return_exceptions=True)
             answered[0] = loop.time()
+            if setstat:
+                self.can_set_mtime = not isinstance(results[len(writes)], asyncssh.SFTPError)
             for result in results[: len(writes)]:
                 if isinstance(result, BaseException):
                     write_errors[i] = result  # named (full disk or not) outside the loop
