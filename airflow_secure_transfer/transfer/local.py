@@ -27,7 +27,7 @@ from pathlib import PurePosixPath
 
 from airflow_secure_transfer.exceptions import ConfigurationError, LocalPathError
 
-__all__ = ["LocalFile", "LocalSource", "expand_local"]
+__all__ = ["LocalFile", "LocalSource", "expand_local", "under_root"]
 
 #: What callers may pass as ``local_path``.
 LocalSource = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
@@ -49,6 +49,19 @@ class LocalFile:
     #: Real path of the source the user named (the directory walked, the glob's fixed base, or the
     #: file itself): ``delete_source`` deletes only files whose real path lies under it.
     root: str = ""
+
+
+def under_root(local: LocalFile) -> bool:
+    """Whether *local*'s real path is its named source's real path or lies under it.
+
+    ``delete_source`` deletes only such files: a directory symlink planted in an outbox
+    (``outbox/x -> /home/airflow/dags``) leads the walk outside the source, and what lies
+    there is uploaded but never deleted. A file without a known root is never under one.
+    """
+    if not local.root:
+        return False
+    real = os.path.realpath(local.path)
+    return real == local.root or real.startswith(local.root.rstrip(os.sep) + os.sep)
 
 
 def _kind(mode: int) -> str:
@@ -80,8 +93,11 @@ def _stat(path: str) -> os.stat_result:
         raise LocalPathError(f"cannot stat local path {path!r}: {exc.strerror}", path=path) from None
 
 
-def _walk(top: str, prefix: str, ancestors: tuple[tuple[int, int], ...], out: list[LocalFile]) -> None:
-    """Append every regular file under directory *top* (symlinks followed) to *out*."""
+def _walk(top: str, prefix: str, ancestors: tuple[tuple[int, int], ...], out: list[LocalFile], root: str) -> None:
+    """Append every regular file under directory *top* (symlinks followed) to *out*.
+
+    :param root: the real path of the source the user named (see :attr:`LocalFile.root`).
+    """
     if len(ancestors) > _MAX_DEPTH:
         raise LocalPathError(f"directory tree under {top!r} is deeper than {_MAX_DEPTH} levels", path=top)
     try:
@@ -97,9 +113,9 @@ def _walk(top: str, prefix: str, ancestors: tuple[tuple[int, int], ...], out: li
             ident = (st.st_dev, st.st_ino)
             if ident in ancestors:
                 raise LocalPathError(f"symlink loop: {path!r} leads back to one of its parent directories", path=path)
-            _walk(path, rel + "/", (*ancestors, ident), out)
+            _walk(path, rel + "/", (*ancestors, ident), out, root)
         elif stat.S_ISREG(st.st_mode):
-            out.append(LocalFile(path, rel, st.st_size, st.st_mtime_ns))
+            out.append(LocalFile(path, rel, st.st_size, st.st_mtime_ns, root))
         else:
             raise LocalPathError(f"local path {path!r} is {_kind(st.st_mode)}; only regular files are sent", path=path)
 
@@ -123,13 +139,14 @@ def _expand_one(item: str, out: list[LocalFile]) -> bool:
         matches = sorted(glob.glob(path, recursive=True))
         if not matches:
             raise LocalPathError(f"local pattern {item!r} matches no file", path=item)
+        root = os.path.realpath(base)
         for match in matches:
             st = _stat(match)
             rel = os.path.relpath(match, base).replace(os.sep, "/")
             if stat.S_ISDIR(st.st_mode):
-                _walk(match, rel + "/", ((st.st_dev, st.st_ino),), out)
+                _walk(match, rel + "/", ((st.st_dev, st.st_ino),), out, root)
             elif stat.S_ISREG(st.st_mode):
-                out.append(LocalFile(match, rel, st.st_size, st.st_mtime_ns))
+                out.append(LocalFile(match, rel, st.st_size, st.st_mtime_ns, root))
             else:
                 raise LocalPathError(
                     f"local path {match!r} is {_kind(st.st_mode)}; only regular files are sent", path=match
@@ -137,10 +154,10 @@ def _expand_one(item: str, out: list[LocalFile]) -> bool:
         return False
     st = _stat(path)
     if stat.S_ISDIR(st.st_mode):
-        _walk(path, "", ((st.st_dev, st.st_ino),), out)
+        _walk(path, "", ((st.st_dev, st.st_ino),), out, os.path.realpath(path))
         return False
     if stat.S_ISREG(st.st_mode):
-        out.append(LocalFile(path, os.path.basename(path), st.st_size, st.st_mtime_ns))
+        out.append(LocalFile(path, os.path.basename(path), st.st_size, st.st_mtime_ns, os.path.realpath(path)))
         return True
     raise LocalPathError(f"local path {path!r} is {_kind(st.st_mode)}; only regular files are sent", path=path)
 

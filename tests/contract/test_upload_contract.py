@@ -218,6 +218,33 @@ def test_delete_source(any_server: AnyServer, tmp_path: Path) -> None:
     assert {p.name: sha256_file(p) for p in (any_server.local_root / "moved").iterdir()} == digests
 
 
+def test_delete_source_only_for_bytes_proven_on_the_server(any_server: AnyServer, tmp_path: Path) -> None:
+    """skip_identical + delete_source: same size, other bytes -> uploaded, then deleted (deleted unsent before);
+    same size and time -> skipped and kept, unless a checksum proved the bytes."""
+    _as_server_user(any_server, _settled(any_server.local_root / "other.bin", b"A" * 500, _HOUR_AGO - 86400))
+    other = _settled(tmp_path / "mv" / "other.bin", b"B" * 500)
+    same = _settled(tmp_path / "mv" / "same.bin", b"S" * 700)
+    upload(connect(any_server), str(same), remote(any_server, ""))
+    records = {
+        Path(r.local_path).name: r
+        for r in upload(
+            connect(any_server),
+            str(tmp_path / "mv"),
+            remote(any_server),
+            overwrite="skip_identical",
+            delete_source=True,
+        )
+    }
+    assert not records["other.bin"].skipped and records["other.bin"].source_deleted and not other.exists()
+    assert (any_server.local_root / "other.bin").read_bytes() == b"B" * 500
+    assert records["same.bin"].skipped
+    if has_checksum(any_server):
+        assert records["same.bin"].verified == "checksum" and not same.exists()
+    else:
+        assert records["same.bin"].verified == "size+mtime" and not records["same.bin"].source_deleted
+        assert same.read_bytes() == b"S" * 700
+
+
 def test_verify_checksum(any_server: AnyServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Every server: its own digest where offered, else a read-back (a ConfigurationError before)."""
     src = _write(tmp_path / "c.bin", os.urandom(1_234_567))

@@ -582,3 +582,51 @@ def test_engine_imports_nothing_heavy() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_delete_source_never_deletes_through_a_directory_symlink(
+    server: FakeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A link planted in the outbox leads outside it: those files are uploaded and kept (deleted before)."""
+    outside = tmp_path / "dags"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "dag.py").write_bytes(b"precious")
+    (outside / "deep" / "x.py").write_bytes(b"also precious")
+    (tmp_path / "elsewhere.csv").write_bytes(b"a file link")
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    (outbox / "mine.csv").write_bytes(b"to be moved")
+    (outbox / "x").symlink_to(outside)
+    (outbox / "link.csv").symlink_to(tmp_path / "elsewhere.csv")
+    with caplog.at_level(logging.WARNING):
+        records = {r.remote_path: r for r in upload(server.connect, str(outbox), "/in/", delete_source=True)}
+    assert sorted(records) == ["/in/link.csv", "/in/mine.csv", "/in/x/dag.py", "/in/x/deep/x.py"]
+    assert (server.root / "in" / "x" / "dag.py").read_bytes() == b"precious"  # uploaded...
+    assert (outside / "dag.py").read_bytes() == b"precious"  # ...and kept
+    assert (outside / "deep" / "x.py").exists() and (tmp_path / "elsewhere.csv").exists()
+    assert (outbox / "link.csv").is_symlink()
+    assert not (outbox / "mine.csv").exists() and records["/in/mine.csv"].source_deleted
+    assert not records["/in/x/dag.py"].source_deleted
+    assert caplog.text.count("outside the named source") == 3
+
+
+def test_delete_source_through_a_symlinked_source_itself(server: FakeServer, tmp_path: Path) -> None:
+    """The named source may itself be a link (``/data/outbox -> /mnt/outbox``): under its real path is fine."""
+    real = tmp_path / "mnt" / "outbox"
+    real.mkdir(parents=True)
+    (real / "a.csv").write_bytes(b"a")
+    (tmp_path / "outbox").symlink_to(real)
+    (record,) = upload(server.connect, str(tmp_path / "outbox"), "/in/", delete_source=True)
+    assert record.source_deleted and not (real / "a.csv").exists()
+
+
+def test_delete_source_with_a_glob_keeps_what_a_link_leads_to(server: FakeServer, tmp_path: Path) -> None:
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "k.csv").write_bytes(b"k")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.csv").write_bytes(b"a")
+    (tmp_path / "out" / "sub").symlink_to(outside)
+    records = upload(server.connect, str(tmp_path / "out" / "**" / "*.csv"), "/in/", delete_source=True)
+    assert sorted(r.remote_path for r in records) == ["/in/a.csv", "/in/sub/k.csv"]
+    assert (outside / "k.csv").exists() and not (tmp_path / "out" / "a.csv").exists()
