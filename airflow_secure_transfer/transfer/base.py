@@ -47,6 +47,8 @@ class Checksum:
     #: hashlib name: ``sha256``, ``sha512``, ``sha1``, ``md5``.
     algorithm: str
     hexdigest: str
+    #: How the server was asked (``"HASH"``, ``"XSHA256"``, ``"check-file"``, ``"exec sha256sum"``), for the log.
+    method: str = ""
 
 
 @runtime_checkable

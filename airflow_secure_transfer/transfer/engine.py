@@ -588,6 +588,8 @@ class _Connection:
         self.fs = fs
         #: The algorithm the server's checksum uses, learned from the first answer.
         self.checksum_algorithm: str | None = None
+        #: An exec'd checksum command (``sha256sum`` over SSH) disagreed with a read-back: not used again.
+        self.exec_distrusted = False
 
     def get(self) -> RemoteFS:
         if self.fs is None:
@@ -714,13 +716,16 @@ class _FileUpload:
         with self.shared.lock:
             self.shared.made_dirs.add(directory)
 
-    def _remote_checksum(self, fs: RemoteFS, path: str) -> tuple[str, str] | None:
+    def _remote_checksum(self, fs: RemoteFS, path: str) -> tuple[str, str, str] | None:
+        """The server's (algorithm, hex digest, method) for *path*, or None."""
+        if self.conn.exec_distrusted:
+            return None  # exec is a client's last resort: its other ways were refused already
         checksum = fs.checksum(path)
         if checksum is None:
             return None
         algorithm = checksum.algorithm.lower().replace("-", "")
         self.conn.checksum_algorithm = algorithm
-        return algorithm, checksum.hexdigest.lower()
+        return algorithm, checksum.hexdigest.lower(), checksum.method or "checksum command"
 
     def _mtime_evidence(self, fs: RemoteFS, local: LocalFile, target: str, entry: RemoteEntry) -> bool:
         """Whether *entry*'s modification time proves that *target* is what we uploaded from *local*."""
@@ -962,17 +967,32 @@ class _FileUpload:
         if remote_sum is None:
             self._read_back(fs, part, local, hashers["sha256"].hexdigest())
             return
-        self.shared.say_once("verify-server", "info", "verify='checksum': using the server's %s", remote_sum[0])
-        algorithm, remote_hex = remote_sum
+        algorithm, remote_hex, method = remote_sum
+        self.shared.say_once(
+            "verify-server", "info", "verify='checksum': using the server's %s (%s)", algorithm, method
+        )
         if algorithm in hashers:
             local_hex = hashers[algorithm].hexdigest()
         else:
             # First file on this connection with a non-sha256 server digest: one extra local pass.
             local_hex = _local_digest(local.path, algorithm, self.shared.cancel)
-        if local_hex != remote_hex:
-            raise IntegrityError(
-                f"{part}: the server's {algorithm} is {remote_hex}, the local file's is {local_hex}; not renamed"
+        if local_hex == remote_hex:
+            return
+        if method.startswith("exec"):
+            # A shell command sees the shell's file system, which may not be the SFTP view (a chroot,
+            # virtual folders): the bytes themselves decide, and the command is not asked again.
+            self._read_back(fs, part, local, hashers["sha256"].hexdigest())
+            self.conn.exec_distrusted = True
+            self.shared.say_once(
+                "exec-distrusted",
+                "warning",
+                "verify='checksum': the server's %s disagreed with the file read back; reading files back instead",
+                method,
             )
+            return
+        raise IntegrityError(
+            f"{part}: the server's {algorithm} is {remote_hex}, the local file's is {local_hex}; not renamed"
+        )
 
     def _read_back(self, fs: RemoteFS, part: str, local: LocalFile, expected: str) -> None:
         """Read *part* back over the same connection and compare its SHA-256 with the local file's."""

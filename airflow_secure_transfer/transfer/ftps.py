@@ -922,7 +922,7 @@ class FTPSClient(ClosingClient):
                     continue
             digest = self._find_hex(resp[4:], algorithm)
             if digest is not None:
-                return Checksum(algorithm, digest)
+                return Checksum(algorithm, digest, method=command)
         return None
 
     def _hash(self, ftp: _FTPTLS, path: str) -> Checksum | None:
@@ -951,7 +951,7 @@ class FTPSClient(ClosingClient):
         if algorithm is None or len(parts) < 3:
             return None
         digest = self._find_hex(" ".join(parts[1:3]), algorithm)
-        return Checksum(algorithm, digest) if digest else None
+        return Checksum(algorithm, digest, method="HASH") if digest else None
 
     @staticmethod
     def _find_hex(text: str, algorithm: str) -> str | None:

@@ -60,6 +60,7 @@ import functools
 import hashlib
 import logging
 import queue
+import shlex
 import stat as stat_module
 import threading
 import time
@@ -136,6 +137,39 @@ _CHECK_FILE_ALGORITHMS = {
     "sha1": "sha1",
     "md5": "md5",
 }
+
+#: Checksum commands tried over SSH exec (where the server allows commands), preferred first.
+_EXEC_CHECKSUMS = (("sha256sum", "sha256"), ("md5sum", "md5"))
+_HEX_DIGITS = {"sha256": 64, "md5": 32}
+#: Most bytes of a checksum command's output read (a digest, two spaces and a path need far less).
+_EXEC_OUTPUT_LIMIT = 8192
+
+
+async def _exec_digest(conn: asyncssh.SSHClientConnection, command: str, digits: int) -> str | None:
+    """Run *command* on *conn*; return the hex digest that starts its output, or None (untrusted output)."""
+    try:
+        process = await conn.create_process(command, stdin=asyncssh.DEVNULL, stderr=asyncssh.DEVNULL, encoding=None)
+    except (asyncssh.Error, OSError):
+        return None  # exec refused (an SFTP-only account), or the channel could not open
+    try:
+        out = b""
+        while len(out) <= _EXEC_OUTPUT_LIMIT:
+            chunk = await process.stdout.read(_EXEC_OUTPUT_LIMIT + 1 - len(out))
+            if not chunk:
+                break
+            out += chunk
+        if len(out) > _EXEC_OUTPUT_LIMIT:
+            return None
+        status = (await process.wait()).exit_status
+    except (asyncssh.Error, OSError):
+        return None
+    finally:
+        process.close()
+    token = out.split(None, 1)[0] if out.strip() else b""
+    if status != 0 or len(token) != digits or any(c not in b"0123456789abcdefABCDEF" for c in token):
+        return None
+    return token.decode("ascii").lower()
+
 
 _quiet_lock = threading.Lock()
 _quieted = False
@@ -526,6 +560,8 @@ class SFTPClient(ClosingClient):
         #: close() aborts it instead of waiting for a server that stopped answering.
         self._broken = False
         self._check_file_supported: bool | None = None
+        #: The exec command that gives digests (``"sha256sum"``...), False: none; None: not tried yet.
+        self._exec_checksum: str | bool | None = None
         #: Whether the server sets modification times (SETSTAT/FSETSTAT); None: not tried yet.
         self.can_set_mtime: bool | None = None
         #: SFTP times are seconds since the epoch by the protocol (no time zone to get wrong).
@@ -876,11 +912,11 @@ class SFTPClient(ClosingClient):
         """
         check_name(path)
         if self._check_file_supported is False:
-            return None
+            return self.exec_checksum(path)
         handler = self._sftp_handler()
         if handler is None or not hasattr(handler, "_send_request"):
             self._check_file_supported = False
-            return None
+            return self.exec_checksum(path)
 
         async def op() -> tuple[int, Any]:
             from asyncssh.packet import String, UInt32, UInt64
@@ -897,7 +933,50 @@ class SFTPClient(ClosingClient):
             return await waiter
 
         resptype, packet = self._call(op, "checksum", path)
-        return self._parse_check_file(resptype, packet, path)
+        result = self._parse_check_file(resptype, packet, path)
+        if result is None and self._check_file_refused():
+            return self.exec_checksum(path)  # OP_UNSUPPORTED just now (OpenSSH, asyncssh)
+        return result
+
+    def _check_file_refused(self) -> bool:
+        return self._check_file_supported is False
+
+    def exec_checksum(self, path: str) -> Checksum | None:
+        """Return *path*'s digest from ``sha256sum`` (else ``md5sum``) run over SSH, or None.
+
+        As rclone does, for servers that allow commands besides SFTP. The path is quoted for a
+        POSIX shell and follows ``--``; stdin is closed at once (so a server forcing
+        ``internal-sftp`` ends the session instead of waiting), stderr is discarded, and at most
+        ``_EXEC_OUTPUT_LIMIT`` bytes of output are read within ``conn_timeout``. The output is
+        untrusted: only a first token of exactly the digest's length in hex, with exit status 0,
+        counts. Caveat: the command sees the shell's view of the file system, which can differ
+        from the SFTP view (a chroot, virtual folders): the engine confirms a mismatch by reading
+        the file back. The first command that fails settles it for the session.
+        """
+        check_name(path)
+        if self._exec_checksum is False or self._conn is None:
+            return None
+        conn = self._conn
+        commands = [c for c in _EXEC_CHECKSUMS if self._exec_checksum in (None, c[0])]
+        for command, algorithm in commands:
+            try:
+                digest = self._run(
+                    _exec_digest(conn, f"{command} -- {shlex.quote(path)}", _HEX_DIGITS[algorithm]),
+                    timeout=self._timeout,
+                    what=command,
+                    path=path,
+                )
+            except TransferTimeout:
+                # A command that never ends: the session itself is fine, exec is not asked again.
+                self._exec_checksum = False
+                return None
+            if digest is not None:
+                self._exec_checksum = command
+                return Checksum(algorithm, digest, method=f"exec {command}")
+            if self._exec_checksum == command:
+                return None  # worked before: this file is the problem (missing...), not the command
+        self._exec_checksum = False
+        return None
 
     def _parse_check_file(self, resptype: int, packet: Any, path: str) -> Checksum | None:
         from asyncssh.constants import FXP_EXTENDED_REPLY, FXP_STATUS
@@ -934,7 +1013,7 @@ class SFTPClient(ClosingClient):
         if len(rest) != size:
             return None
         self._check_file_supported = True
-        return Checksum(algorithm=name, hexdigest=rest.hex())
+        return Checksum(algorithm=name, hexdigest=rest.hex(), method="check-file")
 
     # ------------------------------------------------------------------ RemoteFS: data
 
