@@ -815,6 +815,16 @@ class _FileUpload:
         self._cannot_set_mtime()
         return None
 
+    def _distrust_mtimes(self, why: str) -> None:
+        self.shared.mtime_untrusted = True
+        self.shared.say_once(
+            "mtime-roundtrip",
+            "warning",
+            "preserve_mtime: the server's modification times do not round-trip (%s; local time?); "
+            "they are not used as evidence in this run",
+            why,
+        )
+
     def _cannot_set_mtime(self) -> None:
         self.shared.say_once(
             "mtime-unset",
@@ -923,6 +933,8 @@ class _FileUpload:
             raise
         if p.mtime is not None and not (isinstance(fs, SupportsSetMtime) and fs.can_set_mtime is not False):
             self._cannot_set_mtime()
+        elif p.mtime is not None and isinstance(fs, SupportsSetMtime) and not fs.mtime_trusted:
+            self._distrust_mtimes("it answered the time just set with another one")
         self.shared.progress.sent(len(p.data))
         return TransferRecord(
             local_path=p.local.path,
@@ -951,16 +963,9 @@ class _FileUpload:
         if mtime is not None and entry.mtime is not None and math.floor(entry.mtime) != mtime:
             # The stat that checks the size reads the time back for free: a server answering in
             # another time zone (or rounding) is found here, and its times prove nothing this run.
-            self.shared.mtime_untrusted = True
-            self.shared.say_once(
-                "mtime-roundtrip",
-                "warning",
-                "preserve_mtime: the server reports %s for %s after it was set to %s; "
-                "its modification times are not used as evidence in this run",
-                entry.mtime,
-                part,
-                mtime,
-            )
+            self._distrust_mtimes(f"it reports {entry.mtime:.0f} for {part} after it was set to {mtime}")
+        elif mtime is not None and isinstance(fs, SupportsSetMtime) and not fs.mtime_trusted:
+            self._distrust_mtimes("it answered the time just set with another one")
         if self.opts.verify != "checksum":
             return
         remote_sum = self._remote_checksum(fs, part)

@@ -1050,6 +1050,10 @@ class FTPSClient(ClosingClient):
                     log.info("%s: %s cannot set modification times (%s)", self._where, command, str(exc)[:3])
                     self._mtime_command = ""
                 return False
+        if command == "MDTM" and re.fullmatch(r"\d{14}(\.\d+)?", resp[4:].strip()):
+            # A bare time is a *query's* answer: this server read "<time> <path>" as a file name.
+            self._mtime_command = ""
+            return False
         echoed = re.search(r"Modify=(\d{14})", resp, re.IGNORECASE)
         if echoed is not None and echoed.group(1) != stamp:
             self.mtime_trusted = False
