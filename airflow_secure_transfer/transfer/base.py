@@ -167,6 +167,17 @@ class SupportsSetMtime(Protocol):
 
 
 @runtime_checkable
+class SupportsMtimeQuery(Protocol):
+    """A :class:`RemoteFS` that reads one file's modification time in one command (FTP ``MDTM``).
+
+    For a server whose listing carries no usable time (``LIST``), where :meth:`RemoteFS.stat`
+    takes more commands.
+    """
+
+    def mtime(self, path: str) -> float | None: ...
+
+
+@runtime_checkable
 class SupportsPutSmallMany(SupportsPutSmall, Protocol):
     """``put_small`` for several files in one call, all in flight together (SFTP).
 

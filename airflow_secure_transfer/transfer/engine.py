@@ -88,6 +88,7 @@ from airflow_secure_transfer.exceptions import (
 from airflow_secure_transfer.transfer.base import (
     RemoteEntry,
     RemoteFS,
+    SupportsMtimeQuery,
     SupportsPutSmall,
     SupportsPutSmallMany,
     SupportsSetMtime,
@@ -730,8 +731,11 @@ class _FileUpload:
     def _mtime_evidence(self, fs: RemoteFS, local: LocalFile, target: str, entry: RemoteEntry) -> bool:
         """Whether *entry*'s modification time proves that *target* is what we uploaded from *local*."""
         if entry.mtime is None and self.shared.listings is not None:
-            fresh = fs.stat(target)  # the listing (LIST) may not carry times; MDTM/MLST does
-            entry = fresh if fresh is not None else entry
+            # The listing (LIST) carries no usable time; MDTM/MLST does (one command where the client has one).
+            if isinstance(fs, SupportsMtimeQuery):
+                entry = dataclasses.replace(entry, mtime=fs.mtime(target))
+            else:
+                entry = fs.stat(target) or entry
         if self.shared.mtime_untrusted or (isinstance(fs, SupportsSetMtime) and not fs.mtime_trusted):
             self.shared.mtime_untrusted = True
             self.shared.say_once(

@@ -1015,6 +1015,24 @@ class FTPSClient(ClosingClient):
             self.rename(part, target)
         return size
 
+    def mtime(self, path: str) -> float | None:
+        """Return the modification time of the file *path* (one ``MDTM``), or None when unknown.
+
+        One command where :meth:`stat` on a server without ``MLST`` (vsftpd) needs ``SIZE`` and ``MDTM``:
+        the engine asks it for a file that a ``LIST`` (no seconds, local time) showed at the right size.
+        """
+        check_name(path)
+        if "MDTM" not in self.features:
+            entry = self.stat(path)
+            return None if entry is None else entry.mtime
+        ftp = self.ftp
+        with self._errors("modification time", path):
+            try:
+                resp = ftp.sendcmd(f"MDTM {path}")
+            except ftplib.error_perm:
+                return None
+        return _parse_mlsx_time(resp[3:].strip())
+
     @property
     def can_set_mtime(self) -> bool | None:
         """Whether :meth:`set_mtime` can work here (``None``: not tried yet on this connection)."""

@@ -88,3 +88,27 @@ def test_a_server_reporting_local_time_is_not_believed(
     assert caplog.text.count("do not round-trip (it answered the time just set with another one") == 1
     second = upload(connect(server), str(src), remote(server, "in"), overwrite="skip_identical")
     assert not any(r.skipped for r in second)
+
+
+def test_a_listing_without_times_costs_one_mdtm_per_same_size_file(
+    vsftpd_explicit: FTPSServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vsftpd (no MLST): LIST gives sizes, then one MDTM per file of the right size; no SIZE, no STOR."""
+    from airflow_secure_transfer.transfer import ftps
+
+    sent: list[str] = []
+    original = ftps._FTPTLS.putline
+
+    def putline(self: ftps._FTPTLS, line: str) -> None:
+        sent.append(line.split(" ", 1)[0].upper())  # verbs only: no password in the test's memory
+        original(self, line)
+
+    monkeypatch.setattr(ftps._FTPTLS, "putline", putline)
+    server = vsftpd_explicit
+    src = _tree(tmp_path / "src", 10)
+    upload(connect(server), str(src), remote(server, "in"), max_connections=1)
+    del sent[:]
+    second = upload(connect(server), str(src), remote(server, "in"), overwrite="skip_identical", max_connections=1)
+    assert all(r.skipped and r.verified == "size+mtime" for r in second)
+    assert sent.count("LIST") == 1 and sent.count("MDTM") == 10, sent
+    assert "STOR" not in sent and sent.count("SIZE") <= 1, sent  # SIZE: the target directory's check
