@@ -103,20 +103,22 @@ class Cases:
         self.ours_path, self._ours = ours_uploader()
 
     # ------------------------------------------------------------------ ours
-    def ours_file(self, server: str) -> Callable[[Target, Path], dict[str, Any]]:
+    def ours_file(self, server: str, **options: Any) -> Callable[[Target, Path], dict[str, Any]]:
         conn_id = OURS_CONN[server]
 
         def fn(t: Target, src: Path) -> dict[str, Any]:
-            self._ours(conn_id, str(src), t.remote_file)
+            self._ours(conn_id, str(src), t.remote_file, **options)
             return {"path": self.ours_path}
 
         return fn
 
-    def ours_dir(self, server: str, max_connections: int | None = None) -> Callable[[Target, Path], dict[str, Any]]:
+    def ours_dir(
+        self, server: str, max_connections: int | None = None, **options: Any
+    ) -> Callable[[Target, Path], dict[str, Any]]:
         conn_id = OURS_CONN[server]
 
         def fn(t: Target, src: Path) -> dict[str, Any]:
-            self._ours(conn_id, str(src), t.remote_dir.rstrip("/") + "/", max_connections)
+            self._ours(conn_id, str(src), t.remote_dir.rstrip("/") + "/", max_connections, **options)
             return {"path": self.ours_path}
 
         return fn

@@ -10,7 +10,10 @@ from typing import Any
 
 
 def ours_uploader() -> tuple[str, Callable[..., Any]]:
-    """Return (description, upload(conn_id, local, remote, max_connections=None))."""
+    """Return (description, upload(conn_id, local, remote, max_connections=None, **options)).
+
+    *options* are more operator/engine arguments (``verify="checksum"``).
+    """
     try:
         from airflow_secure_transfer.operators.upload import SecureUploadOperator
     except ImportError:
@@ -18,13 +21,16 @@ def ours_uploader() -> tuple[str, Callable[..., Any]]:
 
     if SecureUploadOperator is not None:
 
-        def via_operator(conn_id: str, local: Any, remote: str, max_connections: int | None = None) -> Any:
+        def via_operator(
+            conn_id: str, local: Any, remote: str, max_connections: int | None = None, **options: Any
+        ) -> Any:
             op = SecureUploadOperator(
                 task_id="bench_upload",
                 conn_id=conn_id,
                 local_path=local,
                 remote_path=remote,
                 max_connections=max_connections,
+                **options,
             )
             return op.execute(context={})
 
@@ -35,7 +41,7 @@ def ours_uploader() -> tuple[str, Callable[..., Any]]:
     from airflow_secure_transfer.security.policy import SFTP_CONN_TYPES
     from airflow_secure_transfer.transfer.engine import upload
 
-    def via_engine(conn_id: str, local: Any, remote: str, max_connections: int | None = None) -> Any:
+    def via_engine(conn_id: str, local: Any, remote: str, max_connections: int | None = None, **options: Any) -> Any:
         sftp = SecureSFTPHook.get_connection(conn_id).conn_type in SFTP_CONN_TYPES
         hook: Any = SecureSFTPHook(conn_id) if sftp else SecureFTPSHook(conn_id)
         settings = hook.get_settings()
@@ -45,6 +51,7 @@ def ours_uploader() -> tuple[str, Callable[..., Any]]:
             remote,
             max_connections=max_connections or settings.max_connections,
             remote_root=settings.remote_root,
+            **options,
         )
 
     return "transfer.engine.upload(hook.get_fs, ...) (operators/upload.py not present yet)", via_engine

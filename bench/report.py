@@ -188,7 +188,8 @@ def render(results: dict[str, Any]) -> str:
         L.append("| case | target | measured | verdict |\n|---|---|---|---|")
         L += [f"| {c} | {t} | {mv} | {vd} |" for c, t, mv, vd in tg]
         L.append("")
-    for key in ("sftp_large", "ftps_large", "small", "small_stock_operator", "scale_conns", "scale_counts"):
+    groups = ("sftp_large", "ftps_large", "small", "small_stock_operator", "scale_conns", "scale_counts")
+    for key in (*groups, "verify", "mtime"):
         if key not in g:
             continue
         grp = g[key]

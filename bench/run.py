@@ -24,7 +24,10 @@ Cases (see BENCHMARKS.md for the tables):
    ``lftp mirror -R --parallel=4``, stock ``FTPSHook`` in a loop;
 4. peak RSS of a 2 GiB upload vs a 1 MiB upload, fresh process each (ours and stock);
 5. import / DAG-parse cost in fresh processes;
-6. scaling: 1/2/4/8 connections on case 3; 100/1,000/10,000 files.
+6. scaling: 1/2/4/8 connections on case 3; 100/1,000/10,000 files;
+7. the cost of ``verify="checksum"`` on servers without a hash command (the file is read back):
+   one big file, ``verify="size"`` vs ``"checksum"``, to sshd and vsftpd; and the cost of
+   ``preserve_mtime`` (one more command per file over FTPS, none over SFTP) on case 3's small files.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ SMOKE = {
     "scale_reps": 1,
     "count_reps": 1,
 }
-GROUPS = ("import", "sftp_large", "ftps_large", "small", "scale_conns", "scale_counts", "memory")
+GROUPS = ("import", "sftp_large", "ftps_large", "small", "scale_conns", "scale_counts", "memory", "verify", "mtime")
 
 
 class Tee:
@@ -239,6 +242,23 @@ def build_groups(a: argparse.Namespace, cases: Any, src: dict[str, Path]) -> lis
                 ours_case(cases, f"{proto}: ours, {c:,} files", server, d, c * a.small_kib * 1024, c, ref, warm_dir,
                           tool="ours", files=c)
             )  # fmt: skip
+    verify: list[Case] = []
+    for server, label in (("sshd", "SFTP sshd"), ("vsftpd", "FTPS vsftpd")):
+        for mode in ("size", "checksum"):
+            name = f"{label}: verify={mode!r}" + (" (read back)" if mode == "checksum" else "")
+            verify.append(Case(name, cases.ours_file(server, verify=mode), server, big, nb,
+                               ref=f"{label}: verify='size'", inproc=True, warm_source=warm_file,
+                               tags={"tool": "ours"}))  # fmt: skip
+    groups.append(Group("verify", f"case 7, one {a.size_mib} MiB file: verify='size' vs 'checksum' (read back)",
+                        verify, a.reps))  # fmt: skip
+    mtime: list[Case] = []
+    for server, label in (("sshd", "SFTP sshd"), ("vsftpd", "FTPS vsftpd")):
+        for keep in (False, True):
+            mtime.append(Case(f"{label}: preserve_mtime={keep}", cases.ours_dir(server, preserve_mtime=keep), server,
+                              small, sb, ns, ref=f"{label}: preserve_mtime=False", inproc=True, warm_source=warm_dir,
+                              tags={"tool": "ours"}))  # fmt: skip
+    groups.append(Group("mtime", f"case 7b, {ns} files of {a.small_kib} KiB: preserve_mtime off vs on", mtime,
+                        a.small_reps, "files/s"))  # fmt: skip
     groups.append(Group("scale_counts", f"case 6b, {'/'.join(f'{c:,}' for c in counts)} files (default connections)",
                         bycount, a.count_reps, "files/s"))  # fmt: skip
     return groups

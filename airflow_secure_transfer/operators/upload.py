@@ -43,17 +43,25 @@ class SecureUploadOperator(BaseOperator):
         or a list of these. Templated.
     :param remote_path: the target file when *local_path* is one file, else the target
         directory; a trailing ``/`` always means a directory. Templated.
-    :param overwrite: ``"replace"`` (default), ``"skip_identical"`` (leave a target of
-        the same size, and checksum where the server has one) or ``"fail"`` (an existing
-        target is an error, before any byte is sent).
+    :param overwrite: ``"replace"`` (default), ``"skip_identical"`` (leave a target alone
+        only on proof that it holds the same bytes: same size and server checksum, else same
+        size and the modification time an earlier upload set; otherwise upload it) or
+        ``"fail"`` (an existing target is an error, before any byte is sent).
     :param create_dirs: create missing remote directories (default ``True``).
     :param verify: ``"size"`` (default; always done) or ``"checksum"`` (also compare a
-        server-computed digest; fails when the server offers none).
-    :param delete_source: delete each local file after its verified upload ("move").
+        digest of the uploaded bytes before the rename: the server's where it offers one,
+        else the temporary file read back over the same secure channel).
+    :param delete_source: delete each local file after its bytes were proven on the server
+        (by this upload or a checksum match) ("move"); only files whose real path lies under
+        the real path of the named source are deleted (not through directory symlinks).
+    :param preserve_mtime: set each uploaded file's remote modification time to the local
+        file's (default ``True``); this is what lets a later ``skip_identical`` run skip an
+        unchanged file on a server without a checksum command.
     :param max_connections: most connections used at once; default and upper bound:
         the connection's ``max_connections`` extra (4 unless set).
     :returns: ``[{local_path, remote_path, bytes, sha256, seconds, resumed, skipped,
-        verified}, ...]``; ``bytes`` counts the bytes sent by this run.
+        verified, size, source_deleted}, ...]``; ``bytes`` counts the bytes sent by this run,
+        ``size`` is the file's size.
     :raises AirflowFailException: for errors that a retry cannot fix (trust,
         login, configuration, missing local file); transport and integrity errors
         are raised as they are, so Airflow's retries apply.
@@ -73,11 +81,16 @@ class SecureUploadOperator(BaseOperator):
         verify: str = "size",
         delete_source: bool = False,
         max_connections: int | None = None,
+        preserve_mtime: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         validate_options(overwrite=overwrite, verify=verify, max_connections=max_connections)
-        for name, value in (("create_dirs", create_dirs), ("delete_source", delete_source)):
+        for name, value in (
+            ("create_dirs", create_dirs),
+            ("delete_source", delete_source),
+            ("preserve_mtime", preserve_mtime),
+        ):
             if not isinstance(value, bool):
                 raise ConfigurationError(f"{name} must be True or False, got {value!r}")
         if not isinstance(conn_id, str) or not conn_id:
@@ -89,6 +102,7 @@ class SecureUploadOperator(BaseOperator):
         self.create_dirs = create_dirs
         self.verify = verify
         self.delete_source = delete_source
+        self.preserve_mtime = preserve_mtime
         self.max_connections = max_connections
         self._records: list[TransferRecord] = []
         self._endpoint: tuple[str, str, int] | None = None
@@ -153,6 +167,7 @@ class SecureUploadOperator(BaseOperator):
             create_dirs=self.create_dirs,
             verify=self.verify,
             delete_source=self.delete_source,
+            preserve_mtime=self.preserve_mtime,
             max_connections=connections,
             remote_root=remote_root,
             log=self.log,

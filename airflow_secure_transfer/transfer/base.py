@@ -13,13 +13,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Protocol, runtime_checkable
+from typing import IO, TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from types import TracebackType
     from typing import Self
 
     from airflow_secure_transfer.exceptions import SecureTransferError
+
+#: A record's ``verified``: how the remote bytes were proven (see :class:`TransferRecord`).
+Verified = Literal["checksum", "size+mtime", "size", False]
 
 #: Called with the number of bytes just moved (not a running total).
 ProgressCallback = Callable[[int], None]
@@ -32,6 +35,8 @@ class RemoteEntry:
     path: str
     is_dir: bool
     size: int | None = None
+    #: Seconds since the epoch (UTC), only from a source precise to the second (MLSx ``modify=``,
+    #: ``MDTM``, SFTP attributes); never from a ``LIST`` line (minutes at best, local time).
     mtime: float | None = None
 
 
@@ -42,6 +47,8 @@ class Checksum:
     #: hashlib name: ``sha256``, ``sha512``, ``sha1``, ``md5``.
     algorithm: str
     hexdigest: str
+    #: How the server was asked (``"HASH"``, ``"XSHA256"``, ``"check-file"``, ``"exec sha256sum"``), for the log.
+    method: str = ""
 
 
 @runtime_checkable
@@ -136,7 +143,38 @@ class SupportsPutSmall(Protocol):
     files when nothing is to be resumed and ``verify="size"``.
     """
 
-    def put_small(self, part: str, target: str, data: bytes) -> int | None: ...
+    def put_small(self, part: str, target: str, data: bytes, *, mtime: int | None = None) -> int | None: ...
+
+
+@runtime_checkable
+class SupportsSetMtime(Protocol):
+    """A :class:`RemoteFS` that can set a file's modification time (``preserve_mtime``).
+
+    ``set_mtime(path, mtime)`` sets *path*'s modification time to *mtime* (whole seconds since
+    the epoch, UTC) and returns whether it did; ``False`` when the server cannot (the client
+    remembers that and sends nothing more for it on this connection). ``put_small(...,
+    mtime=...)`` does the same to the part before its size check and rename.
+
+    ``mtime_trusted`` turns ``False`` once the client saw the server report a time other than
+    the one just set (a server that answers in local time): its times then prove nothing.
+    """
+
+    mtime_trusted: bool
+    #: ``None`` until the first ``set_mtime`` (or ``put_small`` with an ``mtime``) told.
+    can_set_mtime: bool | None
+
+    def set_mtime(self, path: str, mtime: int) -> bool: ...
+
+
+@runtime_checkable
+class SupportsMtimeQuery(Protocol):
+    """A :class:`RemoteFS` that reads one file's modification time in one command (FTP ``MDTM``).
+
+    For a server whose listing carries no usable time (``LIST``), where :meth:`RemoteFS.stat`
+    takes more commands.
+    """
+
+    def mtime(self, path: str) -> float | None: ...
 
 
 @runtime_checkable
@@ -146,9 +184,12 @@ class SupportsPutSmallMany(SupportsPutSmall, Protocol):
     ``put_small_many([(part, target, data), ...])`` returns per file what ``put_small`` would
     return, or the :class:`~airflow_secure_transfer.exceptions.SecureTransferError` that file met;
     it raises only when the whole call failed (the connection was lost or stopped answering).
+    ``mtimes`` (one per item, or None) are set on the parts as ``put_small``'s ``mtime``.
     """
 
-    def put_small_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[int | SecureTransferError | None]: ...
+    def put_small_many(
+        self, items: Sequence[tuple[str, str, bytes]], *, mtimes: Sequence[int | None] | None = None
+    ) -> list[int | SecureTransferError | None]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,12 +198,20 @@ class TransferRecord:
 
     local_path: str
     remote_path: str
+    #: Bytes sent by this run (0 for a skip; what was missing for a resume).
     bytes: int
     sha256: str
     seconds: float
     resumed: bool
     skipped: bool
-    verified: bool
+    #: How the remote file was proven to hold the local bytes: ``"checksum"`` (server digest or
+    #: read back), ``"size+mtime"`` (a skip on same size and the modification time we set),
+    #: ``"size"`` (an upload whose size was checked), or ``False``.
+    verified: Verified
+    #: Size of the local file in bytes.
+    size: int = 0
+    #: Whether the local file was deleted (``delete_source=True`` and its bytes proven on the server).
+    source_deleted: bool = False
 
     def as_dict(self) -> dict[str, object]:
         """Return a JSON-serialisable dict (no secrets: paths, sizes and digests only)."""
@@ -175,4 +224,6 @@ class TransferRecord:
             "resumed": self.resumed,
             "skipped": self.skipped,
             "verified": self.verified,
+            "size": self.size,
+            "source_deleted": self.source_deleted,
         }

@@ -8,13 +8,20 @@ code runs over FTPS and SFTP.
 One file, step by step (``_FileUpload.run``)::
 
     stat(target)                      overwrite="fail": exists -> error, nothing sent
-                                      overwrite="skip_identical": same size (+checksum) -> skipped
+                                      overwrite="skip_identical": skipped only on proof: same size
+                                      and server checksum, else same size and mtime (to the second,
+                                      the time preserve_mtime set; a file modified in the last 2 s
+                                      is never skipped on its time); otherwise uploaded
     stat(.name.<id>.part)             smaller than the source: resume from its size
                                       larger / not a file: remove it, start again
     write_from(part, offset)          sha256 computed while reading the local file
-    stat(part)                        size must equal the source's
-    checksum(part)                    verify="checksum" only: must equal the local digest
+    set_mtime(part)                   preserve_mtime: the local file's mtime (SFTP setstat, FTP MFMT/MDTM)
+    stat(part)                        size must equal the source's (the mtime read back must be the one set)
+    checksum(part)                    verify="checksum" only: the server's digest, else part read back
+                                      (SHA-256); must equal the local digest
     rename(part, target)              the final name only ever holds a verified file
+    unlink(local)                     delete_source: only when its bytes were proven (upload, checksum)
+                                      and its real path lies under the named source's
 
 Many files into one directory (at least ``_LIST_MIN_FILES``): the directory is
 listed once, and the listing answers both stats for every file in it (a listed
@@ -55,6 +62,7 @@ partials, and every connection is closed. The resumed prefix is trusted by size;
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import io
 import logging
@@ -80,11 +88,14 @@ from airflow_secure_transfer.exceptions import (
 from airflow_secure_transfer.transfer.base import (
     RemoteEntry,
     RemoteFS,
+    SupportsMtimeQuery,
     SupportsPutSmall,
     SupportsPutSmallMany,
+    SupportsSetMtime,
     TransferRecord,
+    Verified,
 )
-from airflow_secure_transfer.transfer.local import LocalFile, LocalSource, expand_local
+from airflow_secure_transfer.transfer.local import LocalFile, LocalSource, expand_local, under_root
 from airflow_secure_transfer.transfer.options import OVERWRITE_MODES, VERIFY_MODES, validate_options
 from airflow_secure_transfer.transfer.paths import check_name, resolve_remote
 
@@ -127,6 +138,9 @@ _LIST_MIN_FILES: Final = 8
 _BATCH_FILES: Final = 16
 _BATCH_BYTES: Final = 4 * 1024 * 1024
 _MAX_NAME_BYTES = 180  # the temp name adds 1 + 1 + 16 + 5 bytes; most servers allow 255
+#: A local file modified less than this long ago is never skipped on size+mtime alone: a file
+#: written on the server in the same second would carry the same time ("racily clean", as in git).
+_SETTLED_NS: Final = 2_000_000_000
 
 
 # --------------------------------------------------------------------------- planning
@@ -452,6 +466,29 @@ class _HashingReader(io.RawIOBase):
         return n
 
 
+class _DigestSink:
+    """A write-only sink that hashes what a read-back delivers, refusing more than *limit* + 1 bytes."""
+
+    def __init__(self, limit: int, cancel: threading.Event) -> None:
+        self._hash = hashlib.sha256()
+        self._limit = limit
+        self._cancel = cancel
+        self.count = 0
+
+    def write(self, data: bytes | memoryview) -> int:
+        if self._cancel.is_set():
+            raise _Cancelled
+        n = len(data)
+        self.count += n
+        if self.count > self._limit:
+            raise IntegrityError(f"the server sent back more than the {self._limit} bytes uploaded")
+        self._hash.update(data)
+        return n
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
 @dataclass
 class _Shared:
     """State shared by the workers of one run."""
@@ -463,6 +500,18 @@ class _Shared:
     made_dirs: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     listings: _Listings | None = None
+    #: Set once a server reported a modification time other than the one just set: from then
+    #: on this run, no time it reports is evidence of identity.
+    mtime_untrusted: bool = False
+    _said: set[str] = field(default_factory=set)
+
+    def say_once(self, key: str, level: str, message: str, *args: object) -> None:
+        """Log *message* the first time *key* comes up in this run (reasons, methods)."""
+        with self.lock:
+            if key in self._said:
+                return
+            self._said.add(key)
+        getattr(self.log, level)(message, *args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,6 +520,7 @@ class _Options:
     create_dirs: bool
     verify: str
     delete_source: bool
+    preserve_mtime: bool = True
 
 
 def _new_hash(algorithm: str) -> _Hash:
@@ -539,6 +589,8 @@ class _Connection:
         self.fs = fs
         #: The algorithm the server's checksum uses, learned from the first answer.
         self.checksum_algorithm: str | None = None
+        #: An exec'd checksum command (``sha256sum`` over SSH) disagreed with a read-back: not used again.
+        self.exec_distrusted = False
 
     def get(self) -> RemoteFS:
         if self.fs is None:
@@ -571,6 +623,8 @@ class _Pending:
     data: bytes
     digest: str
     started: float
+    #: The modification time to set on the part (None: ``preserve_mtime=False``).
+    mtime: int | None = None
 
 
 class _FileUpload:
@@ -596,7 +650,7 @@ class _FileUpload:
         try:
             st = os.fstat(raw.fileno())
             # The identity is read from the open file, not the plan: the file may have changed since.
-            local = LocalFile(local.path, local.relpath, st.st_size, st.st_mtime_ns)
+            local = LocalFile(local.path, local.relpath, st.st_size, st.st_mtime_ns, local.root)
             if self.opts.create_dirs:
                 self._makedirs(fs, posixpath.dirname(target))
             existing = self._lookup(fs, target, certain=self.opts.overwrite == "fail")
@@ -610,19 +664,34 @@ class _FileUpload:
                         f"remote file {target!r} exists and overwrite='fail'; nothing was sent", path=target
                     )
                 if self.opts.overwrite == "skip_identical":
-                    record = self._maybe_skip(fs, raw, local, target, existing.size, started)
+                    record = self._maybe_skip(fs, raw, local, target, existing, started)
                     if record is not None:
                         raw.close()
-                        if self.opts.delete_source:
-                            self._delete_source(local)  # identical and verified: the move is complete
-                        return record
+                        return self._finish(record, local)
                     raw.seek(0)
             outcome = self._send(fs, raw, local, target, started)
         finally:
             raw.close()
-        if self.opts.delete_source and isinstance(outcome, TransferRecord):
-            self._delete_source(local)
+        if isinstance(outcome, TransferRecord):
+            return self._finish(outcome, local)
         return outcome
+
+    def _finish(self, record: TransferRecord, local: LocalFile) -> TransferRecord:
+        """Delete the source when asked and its bytes were proven on the server; say so in the record."""
+        if not self.opts.delete_source:
+            return record
+        if record.verified not in ("checksum", "size"):
+            # Same size and time prove that nothing changed since our last upload, not that the
+            # server holds these bytes: the source stays.
+            self.shared.log.info(
+                "kept %s (delete_source=True): skipped on size+mtime, its bytes were not compared with %s",
+                local.path,
+                record.remote_path,
+            )
+            return record
+        if not self._delete_source(local):
+            return record
+        return dataclasses.replace(record, source_deleted=True)
 
     # -- steps
 
@@ -648,24 +717,69 @@ class _FileUpload:
         with self.shared.lock:
             self.shared.made_dirs.add(directory)
 
-    def _remote_checksum(self, fs: RemoteFS, path: str) -> tuple[str, str] | None:
+    def _remote_checksum(self, fs: RemoteFS, path: str) -> tuple[str, str, str] | None:
+        """The server's (algorithm, hex digest, method) for *path*, or None."""
+        if self.conn.exec_distrusted:
+            return None  # exec is a client's last resort: its other ways were refused already
         checksum = fs.checksum(path)
         if checksum is None:
             return None
         algorithm = checksum.algorithm.lower().replace("-", "")
         self.conn.checksum_algorithm = algorithm
-        return algorithm, checksum.hexdigest.lower()
+        return algorithm, checksum.hexdigest.lower(), checksum.method or "checksum command"
+
+    def _mtime_evidence(self, fs: RemoteFS, local: LocalFile, target: str, entry: RemoteEntry) -> bool:
+        """Whether *entry*'s modification time proves that *target* is what we uploaded from *local*."""
+        if entry.mtime is None and self.shared.listings is not None:
+            # The listing (LIST) carries no usable time; MDTM/MLST does (one command where the client has one).
+            if isinstance(fs, SupportsMtimeQuery):
+                entry = dataclasses.replace(entry, mtime=fs.mtime(target))
+            else:
+                entry = fs.stat(target) or entry
+        if self.shared.mtime_untrusted or (isinstance(fs, SupportsSetMtime) and not fs.mtime_trusted):
+            self.shared.mtime_untrusted = True
+            self.shared.say_once(
+                "mtime-untrusted",
+                "warning",
+                "skip_identical: the server's modification times do not round-trip (it reported another time "
+                "than the one set); files of the same size are uploaded again",
+            )
+            return False
+        if entry.mtime is None:
+            self.shared.say_once(
+                "mtime-none",
+                "warning",
+                "skip_identical: the server offers no checksum and reports no modification time; "
+                "files of the same size are uploaded again",
+            )
+            return False
+        if time.time_ns() - local.mtime_ns < _SETTLED_NS:
+            self.shared.say_once(
+                "mtime-racy",
+                "info",
+                "skip_identical: a file modified in the last %d s is uploaded even at the same size and time "
+                "(a different file written on the server in the same second would look the same)",
+                _SETTLED_NS // 1_000_000_000,
+            )
+            return False
+        if math.floor(entry.mtime) != local.mtime_ns // 1_000_000_000:
+            self.shared.say_once(
+                "mtime-differs",
+                "info",
+                "skip_identical: the server offers no checksum; a file of the same size is skipped only when its "
+                "modification time equals the local file's (set by an upload with preserve_mtime)",
+            )
+            return False
+        return True
 
     def _maybe_skip(
-        self, fs: RemoteFS, raw: io.BufferedReader, local: LocalFile, target: str, size: int | None, started: float
+        self, fs: RemoteFS, raw: io.BufferedReader, local: LocalFile, target: str, entry: RemoteEntry, started: float
     ) -> TransferRecord | None:
-        if size != local.size:
+        if entry.size != local.size:
             return None
         remote_sum = self._remote_checksum(fs, target)
-        if remote_sum is None and self.opts.verify == "checksum":
-            raise ConfigurationError(
-                f"verify='checksum': the server offers no checksum command for {target!r}; use verify='size'"
-            )
+        if remote_sum is None and not self._mtime_evidence(fs, local, target, entry):
+            return None
         hashers = {"sha256": hashlib.sha256()}
         if remote_sum is not None and remote_sum[0] != "sha256":
             hashers[remote_sum[0]] = _new_hash(remote_sum[0])
@@ -676,8 +790,9 @@ class _FileUpload:
                 h.update(chunk)
         if remote_sum is not None and hashers[remote_sum[0]].hexdigest() != remote_sum[1]:
             return None  # same size, different content: upload it
+        how: Verified = "checksum" if remote_sum is not None else "size+mtime"
         self.shared.progress.accounted(local.size)
-        self.shared.log.info("skipped %s: identical to %s", local.path, target)
+        self.shared.log.info("skipped %s: identical to %s (%s)", local.path, target, how)
         return TransferRecord(
             local_path=local.path,
             remote_path=target,
@@ -686,7 +801,40 @@ class _FileUpload:
             seconds=time.monotonic() - started,
             resumed=False,
             skipped=True,
-            verified=True,
+            verified=how,
+            size=local.size,
+        )
+
+    def _wanted_mtime(self, local: LocalFile) -> int | None:
+        """The remote modification time to set for *local* (None: ``preserve_mtime=False``)."""
+        return local.mtime_ns // 1_000_000_000 if self.opts.preserve_mtime else None
+
+    def _set_mtime(self, fs: RemoteFS, part: str, local: LocalFile) -> int | None:
+        """Set *part*'s modification time to *local*'s; return the time set (None: not set)."""
+        wanted = self._wanted_mtime(local)
+        if wanted is None:
+            return None
+        if isinstance(fs, SupportsSetMtime) and fs.set_mtime(part, wanted):
+            return wanted
+        self._cannot_set_mtime()
+        return None
+
+    def _distrust_mtimes(self, why: str) -> None:
+        self.shared.mtime_untrusted = True
+        self.shared.say_once(
+            "mtime-roundtrip",
+            "warning",
+            "preserve_mtime: the server's modification times do not round-trip (%s; local time?); "
+            "they are not used as evidence in this run",
+            why,
+        )
+
+    def _cannot_set_mtime(self) -> None:
+        self.shared.say_once(
+            "mtime-unset",
+            "warning",
+            "preserve_mtime: the server cannot set modification times (no MFMT, MDTM or SFTP setstat); "
+            "a later skip_identical run can only skip on a server checksum",
         )
 
     def _send(
@@ -730,7 +878,8 @@ class _FileUpload:
         try:
             if offset < local.size or offset == 0:
                 fs.write_from(part, cast("IO[bytes]", reader), offset=offset)
-            self._verify(fs, part, local, hashers)
+            mtime = self._set_mtime(fs, part, local)
+            self._verify(fs, part, local, hashers, mtime)
             fs.rename(part, target)
         except (_Cancelled, TransportError, _ShortUpload):
             raise  # a cut connection: the partial stays for the next try to resume
@@ -747,7 +896,8 @@ class _FileUpload:
             seconds=time.monotonic() - started,
             resumed=offset > 0,
             skipped=False,
-            verified=True,
+            verified="checksum" if self.opts.verify == "checksum" else "size",
+            size=local.size,
         )
 
     def _send_small(
@@ -763,11 +913,12 @@ class _FileUpload:
             now = None
         if len(data) != local.size or now is None or now.st_size != local.size or now.st_mtime_ns != local.mtime_ns:
             raise IntegrityError(f"local file {local.path!r} changed while it was being read; nothing was sent")
-        pending = _Pending(self.item, local, part, data, hashlib.sha256(data).hexdigest(), started)
+        mtime = self._wanted_mtime(local)
+        pending = _Pending(self.item, local, part, data, hashlib.sha256(data).hexdigest(), started, mtime)
         if self.batch:
             return pending
         try:
-            landed: int | SecureTransferError | None = fs.put_small(part, target, data)
+            landed: int | SecureTransferError | None = fs.put_small(part, target, data, mtime=mtime)
         except SecureTransferError as exc:
             landed = exc
         return self.complete_small(cast("RemoteFS", fs), pending, landed)
@@ -784,6 +935,10 @@ class _FileUpload:
         except SecureTransferError:
             _safe_remove(fs, p.part)
             raise
+        if p.mtime is not None and not (isinstance(fs, SupportsSetMtime) and fs.can_set_mtime is not False):
+            self._cannot_set_mtime()
+        elif p.mtime is not None and isinstance(fs, SupportsSetMtime) and not fs.mtime_trusted:
+            self._distrust_mtimes("it answered the time just set with another one")
         self.shared.progress.sent(len(p.data))
         return TransferRecord(
             local_path=p.local.path,
@@ -793,10 +948,13 @@ class _FileUpload:
             seconds=time.monotonic() - p.started,
             resumed=False,
             skipped=False,
-            verified=True,
+            verified="size",
+            size=len(p.data),
         )
 
-    def _verify(self, fs: RemoteFS, part: str, local: LocalFile, hashers: dict[str, _Hash]) -> None:
+    def _verify(
+        self, fs: RemoteFS, part: str, local: LocalFile, hashers: dict[str, _Hash], mtime: int | None = None
+    ) -> None:
         try:
             now = os.stat(local.path)
         except OSError:
@@ -806,23 +964,59 @@ class _FileUpload:
         entry = fs.stat(part)
         if entry is None or entry.size != local.size:
             self._size_mismatch(part, None if entry is None else entry.size, local.size)
+        if mtime is not None and entry.mtime is not None and math.floor(entry.mtime) != mtime:
+            # The stat that checks the size reads the time back for free: a server answering in
+            # another time zone (or rounding) is found here, and its times prove nothing this run.
+            self._distrust_mtimes(f"it reports {entry.mtime:.0f} for {part} after it was set to {mtime}")
+        elif mtime is not None and isinstance(fs, SupportsSetMtime) and not fs.mtime_trusted:
+            self._distrust_mtimes("it answered the time just set with another one")
         if self.opts.verify != "checksum":
             return
         remote_sum = self._remote_checksum(fs, part)
         if remote_sum is None:
-            raise ConfigurationError(
-                f"verify='checksum': the server offers no checksum command (HASH/XSHA256 or SFTP check-file) "
-                f"for {part!r}; use verify='size'"
-            )
-        algorithm, remote_hex = remote_sum
+            self._read_back(fs, part, local, hashers["sha256"].hexdigest())
+            return
+        algorithm, remote_hex, method = remote_sum
+        self.shared.say_once(
+            "verify-server", "info", "verify='checksum': using the server's %s (%s)", algorithm, method
+        )
         if algorithm in hashers:
             local_hex = hashers[algorithm].hexdigest()
         else:
             # First file on this connection with a non-sha256 server digest: one extra local pass.
             local_hex = _local_digest(local.path, algorithm, self.shared.cancel)
-        if local_hex != remote_hex:
+        if local_hex == remote_hex:
+            return
+        if method.startswith("exec"):
+            # A shell command sees the shell's file system, which may not be the SFTP view (a chroot,
+            # virtual folders): the bytes themselves decide, and the command is not asked again.
+            self._read_back(fs, part, local, hashers["sha256"].hexdigest())
+            self.conn.exec_distrusted = True
+            self.shared.say_once(
+                "exec-distrusted",
+                "warning",
+                "verify='checksum': the server's %s disagreed with the file read back; reading files back instead",
+                method,
+            )
+            return
+        raise IntegrityError(
+            f"{part}: the server's {algorithm} is {remote_hex}, the local file's is {local_hex}; not renamed"
+        )
+
+    def _read_back(self, fs: RemoteFS, part: str, local: LocalFile, expected: str) -> None:
+        """Read *part* back over the same connection and compare its SHA-256 with the local file's."""
+        self.shared.say_once(
+            "verify-read-back",
+            "info",
+            "verify='checksum': the server offers no checksum; each file is read back over the same "
+            "connection and its SHA-256 compared before the rename",
+        )
+        sink = _DigestSink(local.size, self.shared.cancel)
+        fs.read_to(part, cast("IO[bytes]", sink))
+        if sink.count != local.size or sink.hexdigest() != expected:
             raise IntegrityError(
-                f"{part}: the server's {algorithm} is {remote_hex}, the local file's is {local_hex}; not renamed"
+                f"{part}: read back {sink.count} bytes with SHA-256 {sink.hexdigest()}, the local file's is "
+                f"{expected} ({local.size} bytes); not renamed"
             )
 
     @staticmethod
@@ -834,7 +1028,21 @@ class _FileUpload:
             raise _ShortUpload(message + "; the partial is kept for a resume")
         raise IntegrityError(message)
 
-    def _delete_source(self, local: LocalFile) -> None:
+    def _delete_source(self, local: LocalFile) -> bool:
+        """Delete *local* (its bytes are on the server); return whether it was deleted.
+
+        Only a file whose real path lies under the real path of the source the user named:
+        one reached through a symlink to elsewhere is kept, with a warning.
+        """
+        if not under_root(local):
+            self.shared.log.warning(
+                "kept %s (delete_source=True): its real path %s is outside the named source %s "
+                "(reached through a symlink); uploaded, not deleted",
+                local.path,
+                os.path.realpath(local.path),
+                local.root or "(unknown)",
+            )
+            return False
         try:
             os.unlink(local.path)
         except OSError as exc:
@@ -842,6 +1050,7 @@ class _FileUpload:
                 f"uploaded {local.path!r} but could not delete it (delete_source=True): {exc.strerror}",
                 path=local.path,
             ) from None
+        return True
 
 
 # --------------------------------------------------------------------------- the run
@@ -961,7 +1170,9 @@ class _Run:
             return
         fs = conn.get()
         try:
-            answers = cast("SupportsPutSmallMany", fs).put_small_many([(p.part, p.item.remote, p.data) for p in batch])
+            answers = cast("SupportsPutSmallMany", fs).put_small_many(
+                [(p.part, p.item.remote, p.data) for p in batch], mtimes=[p.mtime for p in batch]
+            )
         except Exception as exc:  # the whole batch: a timeout, a lost connection
             if _caused_by_cancel(exc):
                 return
@@ -974,9 +1185,7 @@ class _Run:
         for p, answer in zip(batch, answers, strict=True):
             upload = _FileUpload(p.item, conn, self.shared)
             try:
-                record = upload.complete_small(fs, p, answer)
-                if self.shared.options.delete_source:
-                    upload._delete_source(p.local)
+                record = upload._finish(upload.complete_small(fs, p, answer), p.local)
             except Exception as exc:
                 broken = broken or isinstance(exc, TransportError)
                 _name_the_file(exc, p.item)
@@ -1089,6 +1298,7 @@ def upload(
     delete_source: bool = False,
     max_connections: int = 4,
     remote_root: str | None = None,
+    preserve_mtime: bool = True,
     log: Log | None = None,
     progress_interval: float = 5.0,
 ) -> list[TransferRecord]:
@@ -1098,11 +1308,15 @@ def upload(
     :param local_path: a file, a directory (recursive), a glob, or a list of these.
     :param remote_path: the target file for a single file, else the target directory
         (a trailing ``/`` always means a directory).
-    :param overwrite: ``"replace"`` (default), ``"skip_identical"`` or ``"fail"``.
+    :param overwrite: ``"replace"`` (default), ``"skip_identical"`` (skip only on proof:
+        same size and server checksum, else same size and modification time) or ``"fail"``.
     :param create_dirs: create missing remote parent directories (default: yes).
-    :param verify: ``"size"`` (default, always done) or ``"checksum"`` (also a
-        server-side digest; an error when the server offers none).
-    :param delete_source: delete each local file after its verified upload ("move").
+    :param verify: ``"size"`` (default, always done) or ``"checksum"`` (also a digest of the
+        uploaded bytes: the server's where offered, else the file read back).
+    :param delete_source: delete each local file once its bytes are proven on the server
+        (this upload, or a checksum match), and only under the named source's real path.
+    :param preserve_mtime: set each uploaded file's remote modification time to the local
+        file's (default: yes; what lets ``skip_identical`` skip on a server without checksums).
     :param max_connections: most connections used at once; each serves many files.
     :param remote_root: no remote path may resolve outside this directory.
     :param log: logger for progress and the summary (default: this module's).
@@ -1124,7 +1338,9 @@ def upload(
     total = len(plan.files)
     workers = max(1, min(max_connections, total))
     progress = Progress(total, plan.total_bytes, log, interval=progress_interval)
-    shared = _Shared(_Options(overwrite, bool(create_dirs), verify, bool(delete_source)), progress, log)
+    shared = _Shared(
+        _Options(overwrite, bool(create_dirs), verify, bool(delete_source), bool(preserve_mtime)), progress, log
+    )
     log.info(
         "uploading %d file(s), %s, to %s over up to %d connection(s)",
         total,

@@ -335,6 +335,10 @@ class FTPSClient(ClosingClient):
         self.features: dict[str, str] = {}
         self.tls_info: TLSInfo | None = None
         self._hash_algo: str | None = None
+        #: How :meth:`set_mtime` asks this server ("MFMT", "MDTM", "" for never), from FEAT once.
+        self._mtime_command: str | None = None
+        #: False once the server reported another time than the one just set (see SupportsSetMtime).
+        self.mtime_trusted = True
         self._connect()
 
     # ------------------------------------------------------------------ session
@@ -918,7 +922,7 @@ class FTPSClient(ClosingClient):
                     continue
             digest = self._find_hex(resp[4:], algorithm)
             if digest is not None:
-                return Checksum(algorithm, digest)
+                return Checksum(algorithm, digest, method=command)
         return None
 
     def _hash(self, ftp: _FTPTLS, path: str) -> Checksum | None:
@@ -947,7 +951,7 @@ class FTPSClient(ClosingClient):
         if algorithm is None or len(parts) < 3:
             return None
         digest = self._find_hex(" ".join(parts[1:3]), algorithm)
-        return Checksum(algorithm, digest) if digest else None
+        return Checksum(algorithm, digest, method="HASH") if digest else None
 
     @staticmethod
     def _find_hex(text: str, algorithm: str) -> str | None:
@@ -992,12 +996,13 @@ class FTPSClient(ClosingClient):
         except ValueError:
             raise ConfigurationError(f"{self._where}: size {path}: unexpected reply {resp[:80]!r}") from None
 
-    def put_small(self, part: str, target: str, data: bytes) -> int | None:
+    def put_small(self, part: str, target: str, data: bytes, *, mtime: int | None = None) -> int | None:
         """Upload a whole small file: ``STOR`` *data* into *part*, check its size, rename it to *target*.
 
         Five commands (``EPSV``, ``STOR``, ``SIZE``, ``RNFR``, ``RNTO``) and one TLS data
         connection per file, where :meth:`write_from` + :meth:`stat` + :meth:`rename` need up to
-        eight on a server without ``MLST``.
+        eight on a server without ``MLST``; a sixth (:meth:`set_mtime`) with *mtime*, where the
+        server can set times.
 
         :returns: the size the server reported for *part* (``None``: missing); the rename happens
             only when it is ``len(data)``.
@@ -1005,8 +1010,72 @@ class FTPSClient(ClosingClient):
         self.write_from(part, io.BytesIO(data))
         size = self.size(part)
         if size == len(data):
+            if mtime is not None:
+                self.set_mtime(part, mtime)
             self.rename(part, target)
         return size
+
+    def mtime(self, path: str) -> float | None:
+        """Return the modification time of the file *path* (one ``MDTM``), or None when unknown.
+
+        One command where :meth:`stat` on a server without ``MLST`` (vsftpd) needs ``SIZE`` and ``MDTM``:
+        the engine asks it for a file that a ``LIST`` (no seconds, local time) showed at the right size.
+        """
+        check_name(path)
+        if "MDTM" not in self.features:
+            entry = self.stat(path)
+            return None if entry is None else entry.mtime
+        ftp = self.ftp
+        with self._errors("modification time", path):
+            try:
+                resp = ftp.sendcmd(f"MDTM {path}")
+            except ftplib.error_perm:
+                return None
+        return _parse_mlsx_time(resp[3:].strip())
+
+    @property
+    def can_set_mtime(self) -> bool | None:
+        """Whether :meth:`set_mtime` can work here (``None``: not tried yet on this connection)."""
+        if self._mtime_command == "":
+            return False
+        return None if self._mtime_command is None else True
+
+    def set_mtime(self, path: str, mtime: int) -> bool:
+        """Set *path*'s modification time to *mtime* (seconds since the epoch, UTC); return whether it did.
+
+        ``MFMT YYYYMMDDHHMMSS path`` where FEAT lists it (draft-somers-ftp-mfxx), else vsftpd's
+        two-argument ``MDTM YYYYMMDDHHMMSS path`` where FEAT lists ``MDTM``. The first refusal
+        of the command settles it for the connection: nothing more is sent for a server that
+        cannot, so an upload costs no extra round trip there. ``MFMT``'s answer carries the
+        time the server now reports (``213 Modify=...``): one other than the time sent (a
+        server answering in local time) turns :attr:`mtime_trusted` off.
+        """
+        check_name(path)
+        if self._mtime_command is None:
+            self._mtime_command = "MFMT" if "MFMT" in self.features else "MDTM" if "MDTM" in self.features else ""
+        command = self._mtime_command
+        if not command or mtime < 0:
+            return False
+        stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(mtime))
+        ftp = self.ftp
+        with self._errors("set modification time", path):
+            try:
+                resp = ftp.sendcmd(f"{command} {stamp} {path}")
+            except ftplib.error_perm as exc:
+                # Two-argument MDTM is a vsftpd extension: elsewhere "MDTM <time> <path>" reads as
+                # a path that does not exist (550). MFMT refused as a command (5xx but a path code) too.
+                if command == "MDTM" or str(exc)[:3] not in _PATH_CODES:
+                    log.info("%s: %s cannot set modification times (%s)", self._where, command, str(exc)[:3])
+                    self._mtime_command = ""
+                return False
+        if command == "MDTM" and re.fullmatch(r"\d{14}(\.\d+)?", resp[4:].strip()):
+            # A bare time is a *query's* answer: this server read "<time> <path>" as a file name.
+            self._mtime_command = ""
+            return False
+        echoed = re.search(r"Modify=(\d{14})", resp, re.IGNORECASE)
+        if echoed is not None and echoed.group(1) != stamp:
+            self.mtime_trusted = False
+        return True
 
     def noop(self) -> None:
         """Send ``NOOP`` (keeps the control connection alive during long local work)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import errno
 import glob
 import os
+import re
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from pathlib import PurePosixPath
 
 from airflow_secure_transfer.exceptions import ConfigurationError, LocalPathError
 
-__all__ = ["LocalFile", "LocalSource", "expand_local"]
+__all__ = ["LocalFile", "LocalSource", "expand_local", "under_root"]
 
 #: What callers may pass as ``local_path``.
 LocalSource = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
@@ -46,6 +47,22 @@ class LocalFile:
     relpath: str
     size: int
     mtime_ns: int
+    #: Real path of the source the user named (the directory walked, the glob's fixed base, or the
+    #: file itself): ``delete_source`` deletes only files whose real path lies under it.
+    root: str = ""
+
+
+def under_root(local: LocalFile) -> bool:
+    """Whether *local*'s real path is its named source's real path or lies under it.
+
+    ``delete_source`` deletes only such files: a directory symlink planted in an outbox
+    (``outbox/x -> /home/airflow/dags``) leads the walk outside the source, and what lies
+    there is uploaded but never deleted. A file without a known root is never under one.
+    """
+    if not local.root:
+        return False
+    real = os.path.realpath(local.path)
+    return real == local.root or real.startswith(local.root.rstrip(os.sep) + os.sep)
 
 
 def _kind(mode: int) -> str:
@@ -77,8 +94,21 @@ def _stat(path: str) -> os.stat_result:
         raise LocalPathError(f"cannot stat local path {path!r}: {exc.strerror}", path=path) from None
 
 
-def _walk(top: str, prefix: str, ancestors: tuple[tuple[int, int], ...], out: list[LocalFile]) -> None:
-    """Append every regular file under directory *top* (symlinks followed) to *out*."""
+def _walk(
+    top: str,
+    prefix: str,
+    ancestors: tuple[tuple[int, int], ...],
+    out: list[LocalFile],
+    root: str,
+    match: re.Pattern[str] | None = None,
+) -> None:
+    """Append every regular file under directory *top* (symlinks followed) to *out*.
+
+    :param root: the real path of the source the user named (see :attr:`LocalFile.root`).
+    :param match: a recursive glob's pattern (see :func:`_glob_regex`): only files whose relative
+        name matches it, or that lie in a directory whose name matches it, are taken; the other
+        directories are still walked (with the same loop checks) for matches further down.
+    """
     if len(ancestors) > _MAX_DEPTH:
         raise LocalPathError(f"directory tree under {top!r} is deeper than {_MAX_DEPTH} levels", path=top)
     try:
@@ -88,17 +118,98 @@ def _walk(top: str, prefix: str, ancestors: tuple[tuple[int, int], ...], out: li
         raise LocalPathError(f"cannot list local directory {top!r}: {exc.strerror}", path=top) from None
     for entry in entries:
         path = os.path.join(top, entry.name)
-        st = _stat(path)
         rel = f"{prefix}{entry.name}"
+        wanted = match is None or match.fullmatch(rel) is not None
+        if not wanted and not _is_dir(entry):
+            continue  # neither matched nor a directory that could hold a match: not even stat'ed
+        st = _stat(path)
         if stat.S_ISDIR(st.st_mode):
             ident = (st.st_dev, st.st_ino)
             if ident in ancestors:
                 raise LocalPathError(f"symlink loop: {path!r} leads back to one of its parent directories", path=path)
-            _walk(path, rel + "/", (*ancestors, ident), out)
+            # A directory the pattern matches is sent whole, like any directory source.
+            _walk(path, rel + "/", (*ancestors, ident), out, root, None if wanted else match)
         elif stat.S_ISREG(st.st_mode):
-            out.append(LocalFile(path, rel, st.st_size, st.st_mtime_ns))
+            out.append(LocalFile(path, rel, st.st_size, st.st_mtime_ns, root))
         else:
             raise LocalPathError(f"local path {path!r} is {_kind(st.st_mode)}; only regular files are sent", path=path)
+
+
+def _is_dir(entry: os.DirEntry[str]) -> bool:
+    try:
+        return entry.is_dir()  # follows symlinks; a dangling one is not a directory
+    except OSError:
+        return False
+
+
+def _glob_component(part: str) -> str:
+    """Translate one glob path component (``*``, ``?``, ``[...]``) into a regex that never crosses ``/``."""
+    # A name is never empty; like glob, wildcards do not match a name that starts with ".".
+    out = [r"(?=[^/])"] if part.startswith(".") else [r"(?=[^/])(?!\.)"]
+    i = 0
+    while i < len(part):
+        c = part[i]
+        i += 1
+        if c == "*":
+            out.append("[^/]*")
+        elif c == "?":
+            out.append("[^/]")
+        elif c == "[":
+            end = part.find("]", i + 1 if part[i : i + 1] in ("!", "]") else i)
+            if end < 0:
+                out.append(re.escape(c))
+                continue
+            body = part[i:end]
+            i = end + 1
+            if body.startswith("!"):
+                body = "^" + body[1:]
+            out.append("[" + body.replace("\\", "\\\\") + "]")
+        else:
+            out.append(re.escape(c))
+    return "".join(out)
+
+
+def _glob_regex(pattern: str) -> re.Pattern[str]:
+    """Translate a relative recursive glob (``sub/**/*.csv``) into a regex over ``/``-separated names.
+
+    ``**`` as a whole component matches zero or more directories (and, last, everything below);
+    as in :func:`glob.glob`, no wildcard matches a name that starts with ``.``.
+    """
+    parts = pattern.split("/")
+    regex = ""
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if part == "**" and not last:
+            regex += r"(?:(?!\.)[^/]+/)*"
+        elif part == "**":
+            tail = r"(?!\.)[^/]+(?:/(?!\.)[^/]+)*"
+            regex = regex[:-1] + f"(?:/{tail})?" if regex.endswith("/") else regex + f"(?:{tail})?"
+        else:
+            regex += _glob_component(part) + ("" if last else "/")
+    return re.compile(regex, re.DOTALL)
+
+
+def _expand_recursive(item: str, path: str, out: list[LocalFile]) -> None:
+    """Expand a pattern with ``**`` by walking its fixed base with :func:`_walk` (and its loop checks).
+
+    ``glob.glob(recursive=True)`` follows directory symlinks without noticing a loop: one loop
+    yields the same file under ever longer names, two expand exponentially.
+    """
+    base = os.path.abspath(_glob_base(path))
+    rest = os.path.relpath(path, base).replace(os.sep, "/")
+    try:
+        st = os.stat(base)
+    except OSError:
+        st = None
+    if st is None or not stat.S_ISDIR(st.st_mode):
+        raise LocalPathError(f"local pattern {item!r} matches no file", path=item)
+    regex = _glob_regex(rest)
+    found: list[LocalFile] = []
+    root = os.path.realpath(base)
+    _walk(base, "", ((st.st_dev, st.st_ino),), found, root, None if regex.fullmatch("") else regex)
+    if not found:
+        raise LocalPathError(f"local pattern {item!r} matches no file", path=item)
+    out.extend(found)
 
 
 def _glob_base(pattern: str) -> str:
@@ -115,18 +226,22 @@ def _glob_base(pattern: str) -> str:
 def _expand_one(item: str, out: list[LocalFile]) -> bool:
     """Expand one source into *out*; return whether it was a single plain file."""
     path = os.path.abspath(os.path.expanduser(item))
+    if glob.has_magic(item) and not os.path.lexists(path) and "**" in PurePosixPath(path).parts:
+        _expand_recursive(item, path, out)
+        return False
     if glob.has_magic(item) and not os.path.lexists(path):
         base = os.path.abspath(_glob_base(os.path.expanduser(item)))
         matches = sorted(glob.glob(path, recursive=True))
         if not matches:
             raise LocalPathError(f"local pattern {item!r} matches no file", path=item)
+        root = os.path.realpath(base)
         for match in matches:
             st = _stat(match)
             rel = os.path.relpath(match, base).replace(os.sep, "/")
             if stat.S_ISDIR(st.st_mode):
-                _walk(match, rel + "/", ((st.st_dev, st.st_ino),), out)
+                _walk(match, rel + "/", ((st.st_dev, st.st_ino),), out, root)
             elif stat.S_ISREG(st.st_mode):
-                out.append(LocalFile(match, rel, st.st_size, st.st_mtime_ns))
+                out.append(LocalFile(match, rel, st.st_size, st.st_mtime_ns, root))
             else:
                 raise LocalPathError(
                     f"local path {match!r} is {_kind(st.st_mode)}; only regular files are sent", path=match
@@ -134,10 +249,10 @@ def _expand_one(item: str, out: list[LocalFile]) -> bool:
         return False
     st = _stat(path)
     if stat.S_ISDIR(st.st_mode):
-        _walk(path, "", ((st.st_dev, st.st_ino),), out)
+        _walk(path, "", ((st.st_dev, st.st_ino),), out, os.path.realpath(path))
         return False
     if stat.S_ISREG(st.st_mode):
-        out.append(LocalFile(path, os.path.basename(path), st.st_size, st.st_mtime_ns))
+        out.append(LocalFile(path, os.path.basename(path), st.st_size, st.st_mtime_ns, os.path.realpath(path)))
         return True
     raise LocalPathError(f"local path {path!r} is {_kind(st.st_mode)}; only regular files are sent", path=path)
 

@@ -12,11 +12,14 @@ from airflow_secure_transfer.exceptions import ConfigurationError
 __all__ = ["OVERWRITE_MODES", "VERIFY_MODES", "validate_options"]
 
 #: ``replace``: an existing target is replaced (atomically, by the rename);
-#: ``skip_identical``: a target of the same size (and checksum, when the server has one) is left alone;
+#: ``skip_identical``: a target is left alone only on proof that it holds the same bytes: same size and
+#: the same server checksum where the server offers one, else same size and the same modification time
+#: (to the second, the one an earlier upload set with ``preserve_mtime``); otherwise it is uploaded;
 #: ``fail``: an existing target is an error, raised before any byte is sent.
 OVERWRITE_MODES: Final = ("replace", "skip_identical", "fail")
 #: ``size``: the uploaded size is checked (always done);
-#: ``checksum``: also a server-computed digest, compared with the local one; a server without one is an error.
+#: ``checksum``: also a digest of the uploaded bytes compared with the local one before the rename: the
+#: server's (HASH/XSHA256..., SFTP check-file) where offered, else the file read back over the same channel.
 VERIFY_MODES: Final = ("size", "checksum")
 
 

@@ -60,6 +60,7 @@ import functools
 import hashlib
 import logging
 import queue
+import shlex
 import stat as stat_module
 import threading
 import time
@@ -136,6 +137,39 @@ _CHECK_FILE_ALGORITHMS = {
     "sha1": "sha1",
     "md5": "md5",
 }
+
+#: Checksum commands tried over SSH exec (where the server allows commands), preferred first.
+_EXEC_CHECKSUMS = (("sha256sum", "sha256"), ("md5sum", "md5"))
+_HEX_DIGITS = {"sha256": 64, "md5": 32}
+#: Most bytes of a checksum command's output read (a digest, two spaces and a path need far less).
+_EXEC_OUTPUT_LIMIT = 8192
+
+
+async def _exec_digest(conn: asyncssh.SSHClientConnection, command: str, digits: int) -> str | None:
+    """Run *command* on *conn*; return the hex digest that starts its output, or None (untrusted output)."""
+    try:
+        process = await conn.create_process(command, stdin=asyncssh.DEVNULL, stderr=asyncssh.DEVNULL, encoding=None)
+    except (asyncssh.Error, OSError):
+        return None  # exec refused (an SFTP-only account), or the channel could not open
+    try:
+        out = b""
+        while len(out) <= _EXEC_OUTPUT_LIMIT:
+            chunk = await process.stdout.read(_EXEC_OUTPUT_LIMIT + 1 - len(out))
+            if not chunk:
+                break
+            out += chunk
+        if len(out) > _EXEC_OUTPUT_LIMIT:
+            return None
+        status = (await process.wait()).exit_status
+    except (asyncssh.Error, OSError):
+        return None
+    finally:
+        process.close()
+    token = out.split(None, 1)[0] if out.strip() else b""
+    if status != 0 or len(token) != digits or any(c not in b"0123456789abcdefABCDEF" for c in token):
+        return None
+    return token.decode("ascii").lower()
+
 
 _quiet_lock = threading.Lock()
 _quieted = False
@@ -526,6 +560,12 @@ class SFTPClient(ClosingClient):
         #: close() aborts it instead of waiting for a server that stopped answering.
         self._broken = False
         self._check_file_supported: bool | None = None
+        #: The exec command that gives digests (``"sha256sum"``...), False: none; None: not tried yet.
+        self._exec_checksum: str | bool | None = None
+        #: Whether the server sets modification times (SETSTAT/FSETSTAT); None: not tried yet.
+        self.can_set_mtime: bool | None = None
+        #: SFTP times are seconds since the epoch by the protocol (no time zone to get wrong).
+        self.mtime_trusted = True
         self._home: str | None = None
         self._conn: asyncssh.SSHClientConnection | None = None
         self._sftp: asyncssh.SFTPClient | None = None
@@ -872,11 +912,11 @@ class SFTPClient(ClosingClient):
         """
         check_name(path)
         if self._check_file_supported is False:
-            return None
+            return self.exec_checksum(path)
         handler = self._sftp_handler()
         if handler is None or not hasattr(handler, "_send_request"):
             self._check_file_supported = False
-            return None
+            return self.exec_checksum(path)
 
         async def op() -> tuple[int, Any]:
             from asyncssh.packet import String, UInt32, UInt64
@@ -893,7 +933,50 @@ class SFTPClient(ClosingClient):
             return await waiter
 
         resptype, packet = self._call(op, "checksum", path)
-        return self._parse_check_file(resptype, packet, path)
+        result = self._parse_check_file(resptype, packet, path)
+        if result is None and self._check_file_refused():
+            return self.exec_checksum(path)  # OP_UNSUPPORTED just now (OpenSSH, asyncssh)
+        return result
+
+    def _check_file_refused(self) -> bool:
+        return self._check_file_supported is False
+
+    def exec_checksum(self, path: str) -> Checksum | None:
+        """Return *path*'s digest from ``sha256sum`` (else ``md5sum``) run over SSH, or None.
+
+        As rclone does, for servers that allow commands besides SFTP. The path is quoted for a
+        POSIX shell and follows ``--``; stdin is closed at once (so a server forcing
+        ``internal-sftp`` ends the session instead of waiting), stderr is discarded, and at most
+        ``_EXEC_OUTPUT_LIMIT`` bytes of output are read within ``conn_timeout``. The output is
+        untrusted: only a first token of exactly the digest's length in hex, with exit status 0,
+        counts. Caveat: the command sees the shell's view of the file system, which can differ
+        from the SFTP view (a chroot, virtual folders): the engine confirms a mismatch by reading
+        the file back. The first command that fails settles it for the session.
+        """
+        check_name(path)
+        if self._exec_checksum is False or self._conn is None:
+            return None
+        conn = self._conn
+        commands = [c for c in _EXEC_CHECKSUMS if self._exec_checksum in (None, c[0])]
+        for command, algorithm in commands:
+            try:
+                digest = self._run(
+                    _exec_digest(conn, f"{command} -- {shlex.quote(path)}", _HEX_DIGITS[algorithm]),
+                    timeout=self._timeout,
+                    what=command,
+                    path=path,
+                )
+            except TransferTimeout:
+                # A command that never ends: the session itself is fine, exec is not asked again.
+                self._exec_checksum = False
+                return None
+            if digest is not None:
+                self._exec_checksum = command
+                return Checksum(algorithm, digest, method=f"exec {command}")
+            if self._exec_checksum == command:
+                return None  # worked before: this file is the problem (missing...), not the command
+        self._exec_checksum = False
+        return None
 
     def _parse_check_file(self, resptype: int, packet: Any, path: str) -> Checksum | None:
         from asyncssh.constants import FXP_EXTENDED_REPLY, FXP_STATUS
@@ -930,7 +1013,7 @@ class SFTPClient(ClosingClient):
         if len(rest) != size:
             return None
         self._check_file_supported = True
-        return Checksum(algorithm=name, hexdigest=rest.hex())
+        return Checksum(algorithm=name, hexdigest=rest.hex(), method="check-file")
 
     # ------------------------------------------------------------------ RemoteFS: data
 
@@ -1018,7 +1101,30 @@ class SFTPClient(ClosingClient):
             _report(progress, uploader.take_done())
         return pos - offset
 
-    def put_small(self, part: str, target: str, data: bytes) -> int | None:
+    def set_mtime(self, path: str, mtime: int) -> bool:
+        """Set *path*'s modification time to *mtime* (seconds since the epoch, UTC) with SETSTAT.
+
+        The access time is set to now. A server that refuses (permission denied on a drop box,
+        an unsupported attribute) is remembered: nothing more is sent for it on this session.
+        """
+        check_name(path)
+        if self.can_set_mtime is False:
+            return False
+        sftp = self.sftp
+        attrs = asyncssh.SFTPAttrs(atime=int(time.time()), mtime=mtime)
+
+        async def op() -> bool:
+            try:
+                await sftp.setstat(path, attrs)
+            except (asyncssh.SFTPOpUnsupported, asyncssh.SFTPPermissionDenied, asyncssh.SFTPFailure):
+                return False
+            return True
+
+        done = self._call(op, "set modification time", path)
+        self.can_set_mtime = done
+        return done
+
+    def put_small(self, part: str, target: str, data: bytes, *, mtime: int | None = None) -> int | None:
         """Upload a whole small file: write *data* to *part*, check it, then rename it to *target*.
 
         One coroutine on the connection's loop sends OPEN (create, truncate), then the WRITEs, an
@@ -1032,12 +1138,14 @@ class SFTPClient(ClosingClient):
         :raises RemoteStorageFullError: the server ran out of space (or quota).
         :raises TransportError: the connection failed or timed out (the client is then unusable).
         """
-        (result,) = self.put_small_many([(part, target, data)])
+        (result,) = self.put_small_many([(part, target, data)], mtimes=[mtime])
         if isinstance(result, BaseException):
             raise result
         return result
 
-    def put_small_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[int | SecureTransferError | None]:
+    def put_small_many(
+        self, items: Sequence[tuple[str, str, bytes]], *, mtimes: Sequence[int | None] | None = None
+    ) -> list[int | SecureTransferError | None]:
         """:meth:`put_small` for several files at once, all in flight together on this session.
 
         The files' requests share the loop's turns, the TCP segments and the server's reads: on
@@ -1047,6 +1155,9 @@ class SFTPClient(ClosingClient):
         ``conn_timeout`` seconds.
 
         :param items: ``(part, target, data)`` per file; the targets must differ.
+        :param mtimes: per file, the modification time to give *part* (None: the server's): an
+            FSETSTAT sent with the WRITEs, before the FSTAT (no extra round trip); a server that
+            refuses it is remembered and the files still land.
         :returns: per file, in order: the size the server reported for *part* (renamed to
             *target* when it is ``len(data)``), or the error that file met.
         :raises TransportError: the connection failed or timed out (the client is then unusable).
@@ -1060,6 +1171,7 @@ class SFTPClient(ClosingClient):
         timeout = self._timeout
         write_errors: dict[int, BaseException] = {}
         answered = [0.0]
+        times = list(mtimes) if mtimes is not None else [None] * len(items)
 
         async def one(i: int, part: str, target: str, data: bytes) -> int | None:
             loop = asyncio.get_running_loop()
@@ -1075,10 +1187,18 @@ class SFTPClient(ClosingClient):
                 loop.create_task(handler.write(handle, pos, data[pos : pos + block]))
                 for pos in range(0, len(data), block)
             ]
+            mtime = times[i] if self.can_set_mtime is not False else None
+            setstat = (
+                [loop.create_task(handler.fsetstat(handle, asyncssh.SFTPAttrs(atime=int(time.time()), mtime=mtime)))]
+                if mtime is not None
+                else []
+            )
             fstat = loop.create_task(handler.fstat(handle, _ATTR_DEFINED))
             close = loop.create_task(handler.close(handle))
-            results = await asyncio.gather(*writes, fstat, close, return_exceptions=True)
+            results = await asyncio.gather(*writes, *setstat, fstat, close, return_exceptions=True)
             answered[0] = loop.time()
+            if setstat:
+                self.can_set_mtime = not isinstance(results[len(writes)], asyncssh.SFTPError)
             for result in results[: len(writes)]:
                 if isinstance(result, BaseException):
                     write_errors[i] = result  # named (full disk or not) outside the loop

@@ -87,7 +87,8 @@ def test_example_dags_parse(tmp_path: Path) -> None:
 def _check_records(records: Any, server: FTPSServer | SFTPServer, count: int) -> None:
     assert isinstance(records, list) and len(records) == count
     for record in records:
-        assert record["verified"] is True and record["skipped"] is False
+        assert record["verified"] == "size" and record["skipped"] is False
+        assert record["size"] == record["bytes"]
         landed = server.local_path(record["remote_path"])
         assert _sha256(landed) == record["sha256"]
         assert record["bytes"] == landed.stat().st_size

@@ -43,6 +43,7 @@ def _op(**kwargs: object) -> SecureUploadOperator:
         ({"max_connections": "4"}, "max_connections"),
         ({"create_dirs": "yes"}, "create_dirs must be True or False"),
         ({"delete_source": 1}, "delete_source must be True or False"),
+        ({"preserve_mtime": "no"}, "preserve_mtime must be True or False"),
         ({"conn_id": ""}, "conn_id must be a non-empty string"),
     ],
 )
@@ -128,6 +129,8 @@ def test_execute_uploads_and_returns_json_records(
         "resumed",
         "skipped",
         "verified",
+        "size",
+        "source_deleted",
     }
     assert all(r["verified"] and not r["resumed"] and not r["skipped"] for r in result)
     assert server.password not in json.dumps(result)

@@ -7,13 +7,14 @@ and OpenSSH sshd. The client trusts exactly that server's CA or host key.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
 
 import pytest
 
-from airflow_secure_transfer.exceptions import ConfigurationError, RemotePathError
+from airflow_secure_transfer.exceptions import RemotePathError
 from airflow_secure_transfer.transfer.engine import partial_name, upload
 from airflow_secure_transfer.transfer.local import expand_local
 from tests.servers import FTPSServer, SFTPServer, sha256_file
@@ -131,33 +132,73 @@ def test_overwrite_fail_refuses_before_any_byte(any_server: AnyServer, tmp_path:
     assert leftovers(any_server.local_root) == []  # not even a temporary file was started
 
 
+_HOUR_AGO = int(time.time()) - 3600
+
+
+def _settled(path: Path, data: bytes, mtime: int = _HOUR_AGO) -> Path:
+    """Write *data* with a modification time an hour ago (a file no longer being written)."""
+    _write(path, data)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
 def test_overwrite_skip_identical(any_server: AnyServer, tmp_path: Path) -> None:
     same = os.urandom(4096)
-    _as_server_user(any_server, _write(any_server.local_root / "same.bin", same))
-    _as_server_user(any_server, _write(any_server.local_root / "other.bin", b"short"))
-    _write(tmp_path / "s" / "same.bin", same)
+    _settled(tmp_path / "s" / "same.bin", same)
     _write(tmp_path / "s" / "other.bin", b"longer content")
+    upload(connect(any_server), str(tmp_path / "s" / "same.bin"), remote(any_server, ""))
+    _as_server_user(any_server, _write(any_server.local_root / "other.bin", b"short"))
     records = {
         Path(r.remote_path).name: r
         for r in upload(connect(any_server), str(tmp_path / "s"), remote(any_server), overwrite="skip_identical")
     }
-    assert records["same.bin"].skipped and records["same.bin"].bytes == 0
+    assert records["same.bin"].skipped and records["same.bin"].bytes == 0 and records["same.bin"].size == 4096
+    assert records["same.bin"].verified == ("checksum" if has_checksum(any_server) else "size+mtime")
     assert records["same.bin"].sha256 == sha256_file(tmp_path / "s" / "same.bin")
-    assert not records["other.bin"].skipped
+    assert not records["other.bin"].skipped and records["other.bin"].bytes == records["other.bin"].size == 14
     assert (any_server.local_root / "other.bin").read_bytes() == b"longer content"
 
 
-def test_skip_identical_with_same_size_but_different_content(any_server: AnyServer, tmp_path: Path) -> None:
-    """Same size, other bytes: a checksum (where the server has one) tells them apart; size alone cannot."""
-    _as_server_user(any_server, _write(any_server.local_root / "f.bin", b"AAAA"))
-    src = _write(tmp_path / "f.bin", b"BBBB")
+@pytest.mark.parametrize("planted", ["now", "an hour ago", "yesterday"])
+def test_skip_identical_never_skips_same_size_other_content(
+    any_server: AnyServer, tmp_path: Path, planted: str
+) -> None:
+    """Same size, other bytes: never skipped, whatever the times (skipped on size alone before)."""
+    now = int(time.time())
+    when = {"now": now, "an hour ago": _HOUR_AGO, "yesterday": _HOUR_AGO - 86400}[planted]
+    target = any_server.local_root / "f.bin"
+    _as_server_user(any_server, _settled(target, b"AAAA" * 1000, when))
+    # Written in the same second as the server's copy, or an hour before it / a day after it.
+    src = _settled(tmp_path / "f.bin", b"BBBB" * 1000, now if planted == "now" else _HOUR_AGO - 3600)
     (record,) = upload(connect(any_server), str(src), remote(any_server, ""), overwrite="skip_identical")
-    if has_checksum(any_server):
-        assert not record.skipped
-        assert (any_server.local_root / "f.bin").read_bytes() == b"BBBB"
-    else:
-        assert record.skipped
-        assert (any_server.local_root / "f.bin").read_bytes() == b"AAAA"
+    assert not record.skipped and record.bytes == 4000
+    assert target.read_bytes() == b"BBBB" * 1000
+
+
+def test_skip_identical_second_run_skips_every_file_without_writing(any_server: AnyServer, tmp_path: Path) -> None:
+    files = {f"f{i:02d}.bin": os.urandom(100 * i + 1) for i in range(10)} | {"big.bin": os.urandom(2_500_000)}
+    for name, data in files.items():
+        _settled(tmp_path / "tree" / name, data)
+    _settled(tmp_path / "tree" / "sub" / "one.bin", b"one")
+    first = upload(connect(any_server), str(tmp_path / "tree"), remote(any_server, "t"), overwrite="skip_identical")
+    assert not any(r.skipped for r in first)
+    landed = sorted(p for p in (any_server.local_root / "t").rglob("*") if p.is_file())
+    assert all(int(p.stat().st_mtime) == _HOUR_AGO for p in landed)  # preserve_mtime, on every server
+    before = {p: p.stat().st_ctime_ns for p in landed}
+    second = upload(connect(any_server), str(tmp_path / "tree"), remote(any_server, "t"), overwrite="skip_identical")
+    assert len(second) == len(files) + 1
+    expected = "checksum" if has_checksum(any_server) else "size+mtime"
+    assert all(r.skipped and r.bytes == 0 and r.verified == expected for r in second)
+    assert {p: p.stat().st_ctime_ns for p in landed} == before  # not one byte or attribute written
+    assert leftovers(any_server.local_root) == []
+
+
+def test_preserve_mtime_off_keeps_the_servers_time(any_server: AnyServer, tmp_path: Path) -> None:
+    src = _settled(tmp_path / "m.bin", b"m" * 10)
+    upload(connect(any_server), str(src), remote(any_server, ""), preserve_mtime=False)
+    assert int((any_server.local_root / "m.bin").stat().st_mtime) > _HOUR_AGO + 60
+    (record,) = upload(connect(any_server), str(src), remote(any_server, ""), overwrite="skip_identical")
+    assert record.skipped == has_checksum(any_server)  # no time of ours to go by: only a checksum skips
 
 
 def test_overwrite_replace(any_server: AnyServer, tmp_path: Path) -> None:
@@ -177,16 +218,40 @@ def test_delete_source(any_server: AnyServer, tmp_path: Path) -> None:
     assert {p.name: sha256_file(p) for p in (any_server.local_root / "moved").iterdir()} == digests
 
 
-def test_verify_checksum(any_server: AnyServer, tmp_path: Path) -> None:
-    src = _write(tmp_path / "c.bin", os.urandom(1_234_567))
+def test_delete_source_only_for_bytes_proven_on_the_server(any_server: AnyServer, tmp_path: Path) -> None:
+    """skip_identical + delete_source: same size, other bytes -> uploaded, then deleted (deleted unsent before);
+    same size and time -> skipped and kept, unless a checksum proved the bytes."""
+    _as_server_user(any_server, _settled(any_server.local_root / "other.bin", b"A" * 500, _HOUR_AGO - 86400))
+    other = _settled(tmp_path / "mv" / "other.bin", b"B" * 500)
+    same = _settled(tmp_path / "mv" / "same.bin", b"S" * 700)
+    upload(connect(any_server), str(same), remote(any_server, ""))
+    records = {
+        Path(r.local_path).name: r
+        for r in upload(
+            connect(any_server),
+            str(tmp_path / "mv"),
+            remote(any_server),
+            overwrite="skip_identical",
+            delete_source=True,
+        )
+    }
+    assert not records["other.bin"].skipped and records["other.bin"].source_deleted and not other.exists()
+    assert (any_server.local_root / "other.bin").read_bytes() == b"B" * 500
+    assert records["same.bin"].skipped
     if has_checksum(any_server):
-        (record,) = upload(connect(any_server), str(src), remote(any_server, "c.bin"), verify="checksum")
-        assert record.verified and (any_server.local_root / "c.bin").read_bytes() == src.read_bytes()
+        assert records["same.bin"].verified == "checksum" and not same.exists()
     else:
-        with pytest.raises(ConfigurationError, match="offers no checksum") as info:
-            upload(connect(any_server), str(src), remote(any_server, "c.bin"), verify="checksum")
-        assert info.value.retryable is False
-        assert not (any_server.local_root / "c.bin").exists()
+        assert records["same.bin"].verified == "size+mtime" and not records["same.bin"].source_deleted
+        assert same.read_bytes() == b"S" * 700
+
+
+def test_verify_checksum(any_server: AnyServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Every server: its own digest where offered, else a read-back (a ConfigurationError before)."""
+    src = _write(tmp_path / "c.bin", os.urandom(1_234_567))
+    with caplog.at_level(logging.INFO):
+        (record,) = upload(connect(any_server), str(src), remote(any_server, "c.bin"), verify="checksum")
+    assert record.verified == "checksum" and (any_server.local_root / "c.bin").read_bytes() == src.read_bytes()
+    assert ("using the server's" if has_checksum(any_server) else "read back") in caplog.text
     assert leftovers(any_server.local_root) == []
 
 

@@ -53,6 +53,16 @@ class FakeServer:
     put_small: bool = False
     #: ... and ``put_small_many`` (the SFTP client's batches); implies put_small.
     put_small_many: bool = False
+    #: Connections can set modification times (``set_mtime``, ``put_small(mtime=)``).
+    settable_mtime: bool = True
+    #: Report modification times shifted by this many seconds (a server answering in local time).
+    mtime_skew: int = 0
+    #: Report no modification times at all (LIST-only servers).
+    no_mtime: bool = False
+    #: (path, mtime) of every modification time set.
+    mtimes_set: list[tuple[str, int]] = field(default_factory=list)
+    #: Paths read back with read_to.
+    reads: list[str] = field(default_factory=list)
     #: Names that listdir leaves out (a listing that misses files); "*": listdir raises RemotePathError.
     hide_from_listing: set[str] = field(default_factory=set)
     stats: list[str] = field(default_factory=list)
@@ -103,6 +113,8 @@ class LocalDirFS:
         self.conn_id = conn_id
         self.home = server.home
         self._closed = False
+        self.mtime_trusted = True
+        self.can_set_mtime: bool | None = None if server.settable_mtime else False
 
     def _check(self) -> None:
         assert not self._closed, "used after close"
@@ -119,7 +131,8 @@ class LocalDirFS:
             st = p.stat()
         except FileNotFoundError:
             return None
-        return RemoteEntry(path, p.is_dir(), None if p.is_dir() else st.st_size, st.st_mtime)
+        mtime = None if self.server.no_mtime else st.st_mtime + self.server.mtime_skew
+        return RemoteEntry(path, p.is_dir(), None if p.is_dir() else st.st_size, mtime)
 
     def listdir(self, path: str) -> list[RemoteEntry]:
         self._check()
@@ -176,8 +189,20 @@ class LocalDirFS:
             raise self.server.write_error
         return written
 
+    def set_mtime(self, path: str, mtime: int) -> bool:
+        self._check()
+        if not self.server.settable_mtime:
+            return False
+        with self.server.lock:
+            self.server.mtimes_set.append((path, mtime))
+        os.utime(self.server.local(path), (mtime, mtime))
+        self.can_set_mtime = True
+        return True
+
     def read_to(self, path: str, sink: IO[bytes], *, offset: int = 0, progress: Any = None) -> int:
         self._check()
+        with self.server.lock:
+            self.server.reads.append(path)
         data = self.server.local(path).read_bytes()[offset:]
         sink.write(data)
         return len(data)
@@ -229,7 +254,7 @@ class LocalDirFS:
 class PutSmallFS(LocalDirFS):
     """A connection with ``put_small``, built from the same steps (so the injected faults apply)."""
 
-    def put_small(self, part: str, target: str, data: bytes) -> int | None:
+    def put_small(self, part: str, target: str, data: bytes, *, mtime: int | None = None) -> int | None:
         self._check()
         with self.server.lock:
             self.server.put_smalls.append((part, target, len(data)))
@@ -237,6 +262,8 @@ class PutSmallFS(LocalDirFS):
         entry = self._stat(part)
         size = None if entry is None else entry.size
         if size == len(data):
+            if mtime is not None:
+                self.set_mtime(part, mtime)
             self.rename(part, target)
         return size
 
@@ -244,14 +271,16 @@ class PutSmallFS(LocalDirFS):
 class PutSmallManyFS(PutSmallFS):
     """A connection with ``put_small_many``: each file on its own, like the SFTP client's."""
 
-    def put_small_many(self, items: Sequence[tuple[str, str, bytes]]) -> list[int | SecureTransferError | None]:
+    def put_small_many(
+        self, items: Sequence[tuple[str, str, bytes]], *, mtimes: Sequence[int | None] | None = None
+    ) -> list[int | SecureTransferError | None]:
         self._check()
         with self.server.lock:
             self.server.batches.append(len(items))
         out: list[int | SecureTransferError | None] = []
-        for part, target, data in items:
+        for i, (part, target, data) in enumerate(items):
             try:
-                out.append(self.put_small(part, target, data))
+                out.append(self.put_small(part, target, data, mtime=None if mtimes is None else mtimes[i]))
             except TransportError:
                 raise  # the connection is gone: the whole call fails
             except SecureTransferError as exc:

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,6 @@ from engine_fakes import FakeServer
 
 from airflow_secure_transfer.exceptions import (
     AuthenticationError,
-    ConfigurationError,
     IntegrityError,
     LocalPathError,
     RemotePathError,
@@ -63,7 +63,9 @@ def test_single_file_upload_lands_atomically_with_a_full_record(server: FakeServ
         "seconds": 0,
         "resumed": False,
         "skipped": False,
-        "verified": True,
+        "verified": "size",
+        "size": len(data),
+        "source_deleted": False,
     }
     # Bytes only ever went to the hidden temporary name, which was renamed once it had the full size.
     ((_, written, offset),) = server.writes
@@ -136,17 +138,94 @@ def test_overwrite_replace_replaces(server: FakeServer, src: Path) -> None:
     assert (server.root / "in" / "a").read_bytes() == b"new content"
 
 
-def test_skip_identical_by_size_when_the_server_has_no_checksum(server: FakeServer, src: Path) -> None:
-    (server.root / "in").mkdir()
-    (server.root / "in" / "same").write_bytes(b"12345")
-    (server.root / "in" / "grown").write_bytes(b"123")
-    (src / "same").write_bytes(b"12345")
-    (src / "grown").write_bytes(b"12345")
-    records = {Path(r.local_path).name: r for r in upload(server.connect, str(src), "/in", overwrite="skip_identical")}
-    assert records["same"].skipped and records["same"].bytes == 0 and records["same"].verified
-    assert records["same"].sha256 == _sha(b"12345")
-    assert not records["grown"].skipped and records["grown"].bytes == 5
-    assert [w[1] for w in server.writes if "same" in w[1]] == []
+_HOUR_AGO = int(time.time()) - 3600
+
+
+def _settled(path: Path, data: bytes, mtime: int = _HOUR_AGO) -> Path:
+    """Write *data* with a modification time well in the past (not 'racily' recent)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_skip_identical_never_skips_on_size_alone(server: FakeServer, src: Path) -> None:
+    """Same size, other bytes, no checksum: the remote file's time is not ours, so it is uploaded (failed before)."""
+    _settled(server.root / "in" / "same-size", b"AAAAA", _HOUR_AGO - 86400)  # yesterday's export
+    _settled(src / "same-size", b"BBBBB")
+    (record,) = upload(server.connect, str(src), "/in", overwrite="skip_identical")
+    assert not record.skipped and record.bytes == 5 and record.size == 5 and record.verified == "size"
+    assert (server.root / "in" / "same-size").read_bytes() == b"BBBBB"
+
+
+def test_skip_identical_skips_on_size_and_the_mtime_an_upload_set(server: FakeServer, src: Path) -> None:
+    _settled(src / "a", b"12345")
+    _settled(src / "b", b"x" * 2_000_000)
+    first = upload(server.connect, str(src), "/in", overwrite="skip_identical")
+    assert not any(r.skipped for r in first)
+    assert sorted(server.mtimes_set) == sorted(
+        (partial_name(f"/in/{n}", expand_local(str(src / n))[0][0]), _HOUR_AGO) for n in ("a", "b")
+    )
+    assert (server.root / "in" / "a").stat().st_mtime == _HOUR_AGO
+    writes = len(server.writes)
+    second = upload(server.connect, str(src), "/in", overwrite="skip_identical")
+    assert all(r.skipped and r.verified == "size+mtime" and r.bytes == 0 for r in second)
+    assert [r.size for r in second] == [5, 2_000_000]
+    assert second[0].sha256 == _sha(b"12345")
+    assert len(server.writes) == writes  # nothing written
+
+
+def test_skip_identical_does_not_trust_a_fresh_file_or_a_server_without_times(
+    server: FakeServer, src: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    now = int(time.time())
+    _settled(server.root / "in" / "fresh", b"AAAA", now)  # written on the server in the same second...
+    _settled(src / "fresh", b"BBBB", now)  # ...as the local file: same size, same time, other bytes
+    with caplog.at_level(logging.INFO):
+        (record,) = upload(server.connect, str(src), "/in", overwrite="skip_identical")
+    assert not record.skipped and (server.root / "in" / "fresh").read_bytes() == b"BBBB"
+    assert "modified in the last 2 s" in caplog.text
+
+    server.no_mtime = True
+    _settled(src / "fresh", b"BBBB")
+    _settled(server.root / "in" / "fresh", b"AAAA")
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        (record,) = upload(server.connect, str(src), "/in", overwrite="skip_identical")
+    assert not record.skipped and (server.root / "in" / "fresh").read_bytes() == b"BBBB"
+    assert caplog.text.count("reports no modification time") == 1
+
+
+def test_skip_identical_distrusts_times_that_do_not_round_trip(
+    server: FakeServer, src: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server answering in local time: what it reports after the set is not what was set."""
+    server.mtime_skew = 3600
+    _settled(src / "a", b"x" * 2_000_000)  # streamed: the size check's stat reads the time back
+    with caplog.at_level(logging.INFO):
+        upload(server.connect, str(src), "/in", overwrite="skip_identical")
+    assert caplog.text.count("do not round-trip") == 1
+    (record,) = upload(server.connect, str(src), "/in", overwrite="skip_identical")
+    assert not record.skipped  # the time it reports is not the local file's
+
+
+def test_preserve_mtime_false_sets_no_time(server: FakeServer, src: Path) -> None:
+    _settled(src / "a", b"abc")
+    upload(server.connect, str(src), "/in", preserve_mtime=False)
+    assert server.mtimes_set == []
+    assert (server.root / "in" / "a").stat().st_mtime != _HOUR_AGO
+
+
+def test_a_server_that_cannot_set_times_still_gets_the_file(
+    server: FakeServer, src: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.settable_mtime = False
+    _settled(src / "a", b"abc")
+    _settled(src / "b", b"y" * 2_000_000)
+    with caplog.at_level(logging.INFO):
+        upload(server.connect, str(src), "/in")
+    assert (server.root / "in" / "a").read_bytes() == b"abc"
+    assert caplog.text.count("cannot set modification times") == 1
 
 
 def test_skip_identical_compares_checksums_where_available(server: FakeServer, src: Path) -> None:
@@ -172,13 +251,31 @@ def test_verify_checksum_with_the_servers_algorithm(server: FakeServer, src: Pat
     assert len(list((server.root / "in").iterdir())) == 3
 
 
-def test_verify_checksum_fails_closed_without_server_support(server: FakeServer, src: Path) -> None:
+def test_verify_checksum_reads_back_without_server_support(
+    server: FakeServer, src: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No server checksum: the part is read back and its SHA-256 compared (a ConfigurationError before)."""
     (src / "a").write_bytes(b"data")
-    with pytest.raises(ConfigurationError, match="offers no checksum") as info:
+    with caplog.at_level(logging.INFO):
+        (record,) = upload(server.connect, str(src / "a"), "/in/", verify="checksum")
+    assert record.verified == "checksum"
+    assert (server.root / "in" / "a").read_bytes() == b"data"
+    assert len(server.reads) == 1 and server.reads[0].endswith(".part")
+    assert "read back" in caplog.text
+
+
+def test_a_read_back_that_differs_is_an_integrity_error_and_nothing_lands(server: FakeServer, src: Path) -> None:
+    (src / "a").write_bytes(b"data" * 1000)
+
+    def corrupt(remote: str, written: int, source: object) -> None:
+        with open(server.local(remote), "r+b") as f:
+            f.write(b"X")  # the server stored other bytes than were sent
+
+    server.on_write = corrupt
+    with pytest.raises(IntegrityError, match="read back") as info:
         upload(server.connect, str(src / "a"), "/in/", verify="checksum")
-    assert info.value.retryable is False
+    assert info.value.retryable is True
     assert not (server.root / "in" / "a").exists()
-    assert _parts(server) == []  # not resumable: removed
 
 
 def test_checksum_mismatch_is_an_integrity_error_and_nothing_lands(server: FakeServer, src: Path) -> None:
@@ -316,12 +413,27 @@ def test_delete_source_only_after_a_verified_upload(server: FakeServer, src: Pat
     assert (src / "cut").exists()
 
 
-def test_delete_source_deletes_a_skipped_identical_file(server: FakeServer, src: Path) -> None:
+def test_delete_source_deletes_a_file_skipped_on_a_checksum_match(server: FakeServer, src: Path) -> None:
+    server.checksum_algorithm = "sha256"
     (server.root / "in").mkdir()
     (server.root / "in" / "a").write_bytes(b"same")
     (src / "a").write_bytes(b"same")
     (record,) = upload(server.connect, str(src / "a"), "/in/", overwrite="skip_identical", delete_source=True)
-    assert record.skipped and not (src / "a").exists()
+    assert record.skipped and record.verified == "checksum" and record.source_deleted
+    assert not (src / "a").exists()
+
+
+def test_delete_source_keeps_a_file_skipped_on_size_and_mtime(
+    server: FakeServer, src: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Same size and time prove nothing about the bytes: the source stays (deleted before)."""
+    _settled(src / "a", b"same")
+    upload(server.connect, str(src / "a"), "/in/")
+    with caplog.at_level(logging.INFO):
+        (record,) = upload(server.connect, str(src / "a"), "/in/", overwrite="skip_identical", delete_source=True)
+    assert record.skipped and record.verified == "size+mtime" and not record.source_deleted
+    assert (src / "a").read_bytes() == b"same"
+    assert "kept" in caplog.text and "size+mtime" in caplog.text
 
 
 def test_many_files_reuse_a_few_connections(server: FakeServer, src: Path) -> None:
@@ -472,3 +584,51 @@ def test_engine_imports_nothing_heavy() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_delete_source_never_deletes_through_a_directory_symlink(
+    server: FakeServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A link planted in the outbox leads outside it: those files are uploaded and kept (deleted before)."""
+    outside = tmp_path / "dags"
+    (outside / "deep").mkdir(parents=True)
+    (outside / "dag.py").write_bytes(b"precious")
+    (outside / "deep" / "x.py").write_bytes(b"also precious")
+    (tmp_path / "elsewhere.csv").write_bytes(b"a file link")
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    (outbox / "mine.csv").write_bytes(b"to be moved")
+    (outbox / "x").symlink_to(outside)
+    (outbox / "link.csv").symlink_to(tmp_path / "elsewhere.csv")
+    with caplog.at_level(logging.WARNING):
+        records = {r.remote_path: r for r in upload(server.connect, str(outbox), "/in/", delete_source=True)}
+    assert sorted(records) == ["/in/link.csv", "/in/mine.csv", "/in/x/dag.py", "/in/x/deep/x.py"]
+    assert (server.root / "in" / "x" / "dag.py").read_bytes() == b"precious"  # uploaded...
+    assert (outside / "dag.py").read_bytes() == b"precious"  # ...and kept
+    assert (outside / "deep" / "x.py").exists() and (tmp_path / "elsewhere.csv").exists()
+    assert (outbox / "link.csv").is_symlink()
+    assert not (outbox / "mine.csv").exists() and records["/in/mine.csv"].source_deleted
+    assert not records["/in/x/dag.py"].source_deleted
+    assert caplog.text.count("outside the named source") == 3
+
+
+def test_delete_source_through_a_symlinked_source_itself(server: FakeServer, tmp_path: Path) -> None:
+    """The named source may itself be a link (``/data/outbox -> /mnt/outbox``): under its real path is fine."""
+    real = tmp_path / "mnt" / "outbox"
+    real.mkdir(parents=True)
+    (real / "a.csv").write_bytes(b"a")
+    (tmp_path / "outbox").symlink_to(real)
+    (record,) = upload(server.connect, str(tmp_path / "outbox"), "/in/", delete_source=True)
+    assert record.source_deleted and not (real / "a.csv").exists()
+
+
+def test_delete_source_with_a_glob_keeps_what_a_link_leads_to(server: FakeServer, tmp_path: Path) -> None:
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "k.csv").write_bytes(b"k")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.csv").write_bytes(b"a")
+    (tmp_path / "out" / "sub").symlink_to(outside)
+    records = upload(server.connect, str(tmp_path / "out" / "**" / "*.csv"), "/in/", delete_source=True)
+    assert sorted(r.remote_path for r in records) == ["/in/a.csv", "/in/sub/k.csv"]
+    assert (outside / "k.csv").exists() and not (tmp_path / "out" / "a.csv").exists()

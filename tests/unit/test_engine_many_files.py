@@ -58,7 +58,12 @@ def test_one_listing_and_one_put_small_per_file_no_stat(server: FakeServer, src:
     assert sorted(t for _, t, _ in server.put_smalls) == sorted(f"/in/{f.name}" for f in src.iterdir())
     for r in records:
         data = Path(r.local_path).read_bytes()
-        assert (r.bytes, r.sha256, r.verified, r.resumed) == (len(data), hashlib.sha256(data).hexdigest(), True, False)
+        assert (r.bytes, r.sha256, r.verified, r.resumed) == (
+            len(data),
+            hashlib.sha256(data).hexdigest(),
+            "size",
+            False,
+        )
 
 
 def test_few_files_are_stated_not_listed(server: FakeServer, src: Path) -> None:
@@ -93,8 +98,10 @@ def test_a_listed_directory_in_the_way_is_a_clear_error(server: FakeServer, src:
     assert (server.root / "in" / "f07").is_dir()
 
 
-def test_skip_identical_uses_the_listed_size(server: FakeServer, src: Path) -> None:
+def test_skip_identical_uses_the_listed_size_and_time(server: FakeServer, src: Path) -> None:
     (server.root / "in" / "f02").write_bytes((src / "f02").read_bytes())
+    for path in (server.root / "in" / "f02", *src.iterdir()):
+        os.utime(path, (1_700_000_000, 1_700_000_000))
     records = upload(server.connect, str(src), "/in/", overwrite="skip_identical", max_connections=1)
     skipped = [r.remote_path for r in records if r.skipped]
     assert skipped == ["/in/f02"]

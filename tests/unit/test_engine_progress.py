@@ -74,7 +74,7 @@ def test_empty_files_progress_by_count(clock: Clock) -> None:
 
 def test_summary_table() -> None:
     def rec(n: int, resumed: bool = False, skipped: bool = False) -> TransferRecord:
-        return TransferRecord("/l", "/r", n, "0" * 64, 1.0, resumed, skipped, True)
+        return TransferRecord("/l", "/r", n, "0" * 64, 1.0, resumed, skipped, "size")
 
     table = summary_table([rec(5_000_000), rec(3_000_000, resumed=True), rec(0, skipped=True)], 2.0, failed=1)
     title, header, values = table.splitlines()
