@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -493,11 +494,36 @@ def test_a_refused_first_connection_fails_once_and_sends_nothing(server: FakeSer
 def test_a_non_retryable_error_on_a_later_connection_stops_the_run(server: FakeServer, src: Path) -> None:
     server.connect_error = AuthenticationError("530 too many logins for this user")
     server.connect_error_after = 1
+    # The first connection works only once a later one was tried: otherwise, on a busy machine, it can
+    # send all 20 small files before the other workers look at the queue, and nothing is refused.
+    later_tried = threading.Event()
+    server.before_connect = lambda attempt: later_tried.set() if attempt >= 2 else None
+    connect = server.connect
+
+    def gated_connect() -> Any:
+        fs = connect()
+        if fs.conn_id == 1:
+            for name in ("stat", "listdir", "makedirs", "write_from", "put_small", "put_small_many"):
+                if hasattr(fs, name):
+                    setattr(fs, name, _after(later_tried, getattr(fs, name)))
+        return fs
+
     for i in range(20):
         (src / f"f{i:02d}").write_bytes(b"x" * 100)
     with pytest.raises(AuthenticationError):
-        upload(server.connect, str(src), "/in", max_connections=3)
+        upload(gated_connect, str(src), "/in", max_connections=3)
+    assert later_tried.is_set()
     assert server.active == 0
+
+
+def _after(event: threading.Event, method: Callable[..., Any]) -> Callable[..., Any]:
+    """*method*, called only once *event* is set (bounded: a test must not hang)."""
+
+    def gated(*args: Any, **kwargs: Any) -> Any:
+        assert event.wait(60), "no later connection was tried"
+        return method(*args, **kwargs)
+
+    return gated
 
 
 def test_a_non_retryable_error_stops_before_the_remaining_files(server: FakeServer, src: Path) -> None:
