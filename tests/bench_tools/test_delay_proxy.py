@@ -31,6 +31,8 @@ class Peer:
         self.sock = socket.create_server(("127.0.0.1", 0))
         self.port = self.sock.getsockname()[1]
         self.log: list[tuple[str, float]] = []
+        #: when the client started connecting (set by relayed())
+        self.connect_started = 0.0
         self.sock.settimeout(10)
         self.thread = threading.Thread(target=self._run, args=(handler,), daemon=True)
         self.thread.start()
@@ -73,6 +75,7 @@ def relayed(handler: Callable[[socket.socket, list[tuple[str, float]]], None], d
     peer = Peer(handler)
     with DelayRelay(delay, **kw) as relay:  # type: ignore[arg-type]
         port = relay.add_route("t", ("127.0.0.1", peer.port), listen=(FRONT_HOST, 0))
+        peer.connect_started = time.monotonic()
         client = socket.create_connection((FRONT_HOST, port), timeout=10)
         client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         with client:
@@ -91,8 +94,8 @@ def recv_exact(s: socket.socket, n: int) -> bytes:
 
 
 def test_each_direction_is_delayed_and_the_handshake_costs_a_round_trip() -> None:
-    with relayed(echo) as (relay, peer, client):
-        t_open = time.monotonic()
+    with relayed(echo) as (_relay, peer, client):
+        t_open = peer.connect_started
         client.sendall(b"a")
         recv_exact(client, 1)
         # the first byte reaches the server no earlier than a real connect (2d) plus its own trip (d)
