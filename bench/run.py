@@ -24,7 +24,9 @@ Cases (see BENCHMARKS.md for the tables):
    ``lftp mirror -R --parallel=4``, stock ``FTPSHook`` in a loop;
 4. peak RSS of a 2 GiB upload vs a 1 MiB upload, fresh process each (ours and stock);
 5. import / DAG-parse cost in fresh processes;
-6. scaling: 1/2/4/8 connections on case 3; 100/1,000/10,000 files.
+6. scaling: 1/2/4/8 connections on case 3; 100/1,000/10,000 files;
+7. "wan": cases 1-3 (uploads, OpenSSH sshd and vsftpd) at 50 and 150 ms round-trip time through a
+   user-space delay proxy (bench/delay_proxy.py, bench/wan.py), with the round trips each run spent.
 """
 
 from __future__ import annotations
@@ -66,6 +68,13 @@ FULL = {
     "ftps_counts": "100,1000",
     "scale_reps": 3,
     "count_reps": 3,
+    "wan_rtts": "50,150",
+    "wan_size_mib": 64,
+    "wan_small_count": 100,
+    "wan_stock_operator_count": 10,
+    "wan_reps": 3,
+    "wan_rate_mbit": 0.0,
+    "wan_window_kib": 0,
 }
 SMOKE = {
     "size_mib": 4,
@@ -84,8 +93,15 @@ SMOKE = {
     "ftps_counts": "5",
     "scale_reps": 1,
     "count_reps": 1,
+    "wan_rtts": "5",
+    "wan_size_mib": 1,
+    "wan_small_count": 4,
+    "wan_stock_operator_count": 2,
+    "wan_reps": 1,
+    "wan_rate_mbit": 0.0,
+    "wan_window_kib": 0,
 }
-GROUPS = ("import", "sftp_large", "ftps_large", "small", "scale_conns", "scale_counts", "memory")
+GROUPS = ("import", "sftp_large", "ftps_large", "small", "scale_conns", "scale_counts", "memory", "wan")
 
 
 class Tee:
@@ -374,6 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     for c in sorted(all_counts - {a.small_count}):
         src[f"count{c}"] = make_dir(work / f"small-{c}x{a.small_kib}KiB", c, a.small_kib)
     src[f"count{a.small_count}"] = src["small"]
+    if "wan" in groups_wanted:
+        src["wan_big"] = make_file(work / f"big-{a.wan_size_mib}MiB.bin", a.wan_size_mib * MiB)
+        src["wan_small"] = make_dir(work / f"small-{a.wan_small_count}x{a.small_kib}KiB", a.wan_small_count,
+                                    a.small_kib)  # fmt: skip
+        src["wan_op"] = make_dir(work / f"small-{a.wan_stock_operator_count}x{a.small_kib}KiB",
+                                 a.wan_stock_operator_count, a.small_kib)  # fmt: skip
     if "memory" in groups_wanted:
         src["mem_small"] = make_file(work / f"mem-{a.mem_small_mib}MiB.bin", a.mem_small_mib * MiB)
         src["mem_big"] = make_file(work / f"mem-{a.mem_big_mib}MiB.bin", a.mem_big_mib * MiB)
@@ -437,6 +459,11 @@ def main(argv: list[str] | None = None) -> int:
                 "summary": summary,
             }
             log(f"  ({group.key}: {time.perf_counter() - g0:.0f}s)")
+        if "wan" in groups_wanted:
+            from wan import run_wan
+
+            run_wan(a, servers, cases, src, runner, results, log,
+                    lambda summary, unit: _cross_group_ratios(summary, results["groups"], unit))  # fmt: skip
         unexpected += runner.unexpected
         results["runs"] = runner.rows
 

@@ -312,12 +312,16 @@ def start_servers(*, need_interop: bool = True) -> Iterator[Servers]:
 
             login, password = "bench", secrets.token_urlsafe(16)
             base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sectransfer-bench-")))
-        pki = make_pki(base / "pki")
+        # 127.0.0.2: where the WAN group's delay proxy fronts the servers (bench/delay_proxy.py)
+        pki = make_pki(base / "pki", identities=("localhost", "127.0.0.1", "127.0.0.2"))
         keys = make_client_keys(base / "client-keys")
         servers = Servers(
             work=base, cpu=cpu, login=login, password=password, ca_path=pki.ca_path, client_key=keys.key_path
         )
-        servers.netrc = _write_private(base / "netrc", f"machine {HOST} login {login} password {password}\n")
+        servers.netrc = _write_private(
+            base / "netrc",
+            "".join(f"machine {h} login {login} password {password}\n" for h in (HOST, "127.0.0.2")),
+        )
         if missing:
             reason = "; ".join(missing)
             servers.unavailable = {"sshd": reason, "vsftpd": reason}
