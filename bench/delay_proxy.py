@@ -50,6 +50,7 @@ import collections
 import contextlib
 import shutil
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -113,12 +114,19 @@ class ConnStats:
     s2c_since_c2s: bool = False
 
 
+#: queued after the data when the sender reset its connection: the receiver is reset after the data, in order
+_RESET = bytes(bytearray(b"reset"))  # compared by identity: no chunk read is this object
+
+
 class _Lane:
     """One direction of one connection: chunks waiting for their delivery time, and the window."""
 
     def __init__(self) -> None:
         self.cond = threading.Condition()
+        #: (due, chunk); None: EOF (a half-close), _RESET: a reset
         self.queue: collections.deque[tuple[float, bytes | None]] = collections.deque()
+        #: the receiver is gone: read nothing more in this direction
+        self.dead = False
         self.last_due = 0.0
         self.inflight: collections.deque[tuple[float, int]] = collections.deque()  # (release time, bytes)
         self.inflight_bytes = 0
@@ -213,14 +221,17 @@ class DelayRelay(Relay):
         view = memoryview(buf)
         # the handshake's round trip a local connect() does not pay (see the module docstring)
         not_before = st.opened + (3 if d == "c2s" else 2) * self.delay_s
-        while not conn.closed and not self._stopping.is_set():
+        while not conn.closed and not self._stopping.is_set() and not lane.dead:
             room = self._wait_window(conn, lane)
             if room <= 0:
                 break
             try:
                 n = src.recv_into(view[: min(room, self.bufsize)])
             except OSError:
-                conn.kill()  # a reset: what is queued is lost, as on a network
+                # a reset: it travels behind what the sender sent before it, as on a network
+                with lane.cond:
+                    lane.queue.append((max(time.monotonic() + self.delay_s, lane.last_due), _RESET))
+                    lane.cond.notify_all()
                 break
             now = time.monotonic()
             with self.lock:
@@ -278,10 +289,17 @@ class DelayRelay(Relay):
                     with contextlib.suppress(OSError):
                         dst.shutdown(socket.SHUT_WR)
                     return
+                if chunk is _RESET:
+                    with contextlib.suppress(OSError):
+                        dst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    conn.kill()
+                    return
                 try:
                     dst.sendall(chunk)
                 except OSError:
-                    conn.kill()
+                    # the receiver is gone (it closed or reset): this direction ends; the other one still
+                    # delivers what it holds (a client that closes early must not lose its last bytes)
+                    lane.dead = True
                     return
         finally:
             with self.lock:

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from cases import HOST, STOCK_SFTP, Cases, ours_case
+from cases import HOST, OURS_SFTP, STOCK_SFTP, Cases, ours_case
 from delay_proxy import FRONT_HOST, DelayRelay, kernel_tcp_rmem_max, netem_available
 from harness import Case, Group, Runner, Target
 from servers import Servers
@@ -91,7 +91,8 @@ def wan_env(servers: Servers, front: Front) -> dict[str, str]:
         env["AIRFLOW_CONN_" + STOCK_SFTP_WAN.upper()] = json.dumps(stock)
     if servers.vsftpd is not None and front.ftps:
         host, port = front.ftps
-        env["AIRFLOW_CONN_" + OURS_WAN["vsftpd"].upper()] = servers.vsftpd.conn_json(fields={"host": host, "port": port})
+        ours_ftps = servers.vsftpd.conn_json(fields={"host": host, "port": port})
+        env["AIRFLOW_CONN_" + OURS_WAN["vsftpd"].upper()] = ours_ftps
     return env
 
 
@@ -119,6 +120,10 @@ def _ftp_commands(log: Path | None, offset: int) -> tuple[dict[str, int], list[s
     return dict(collections.Counter(x.split()[1] for x in seq)), seq
 
 
+def _size(src: Path) -> int:
+    return src.stat().st_size if src.is_file() else sum(p.stat().st_size for p in src.iterdir())
+
+
 def _recorded(case: Case, front: Front) -> Case:
     """*case* with the proxy's counters (and vsftpd's command log) recorded for each run."""
     fn = case.fn
@@ -131,8 +136,9 @@ def _recorded(case: Case, front: Front) -> Case:
         info["rt"] = rt
         if case.server == "vsftpd":
             through = rt.get("data", {}).get("c2s", 0)
-            if through < case.nbytes:
-                raise RuntimeError(f"only {through} of {case.nbytes} data bytes passed through the delay proxy")
+            size = _size(src)
+            if through < size:
+                raise RuntimeError(f"only {through} of {size} data bytes passed through the delay proxy")
             info["ftp_commands"], info["ftp_sequence"] = _ftp_commands(front.vsftpd_log, offset)
         return info
 
@@ -194,8 +200,9 @@ def build_wan_groups(a: argparse.Namespace, cases: Cases, src: dict[str, Path], 
                             [_recorded(c, front) for c in smalls], a.wan_reps, "files/s", setup=setup))  # fmt: skip
         if front.ssh:
             op = Case(f"SFTP {tag}: stock SFTPOperator, list of files", cases.stock_sftp_operator(STOCK_SFTP_WAN),
-                      "sshd", op_src, op_count * a.small_kib * 1024, op_count, ref=f"SFTP {tag}: OpenSSH sftp -b, one session",
-                      inproc=True, warm_source=src["warm_dir"], tags={"tool": "stock"})  # fmt: skip
+                      "sshd", op_src, op_count * a.small_kib * 1024, op_count,
+                      ref=f"SFTP {tag}: OpenSSH sftp -b, one session", inproc=True, warm_source=src["warm_dir"],
+                      tags={"tool": "stock"})  # fmt: skip
             groups.append(Group(f"{key}_stock_operator",
                                 f"{tag}{rate}: stock SFTPOperator with a list of {op_count} files "
                                 "(one SSH connection per file: files/s does not depend on the count)",
@@ -275,6 +282,85 @@ def run_wan(a: argparse.Namespace, servers: Servers, cases: Cases, src: dict[str
                         f"conns {rt['conns']:.0f}, waits {rt['waits']:.0f}, turns {rt['turns']:.0f}"
                         + (f"; FTP {rt['ftp_commands']}" if rt.get("ftp_commands") else ""))  # fmt: skip
             log(f"  ({group.key}: {time.perf_counter() - g0:.0f}s)")
+    if servers.sshd is not None:
+        results["wan"]["sftp_requests"] = details = [
+            sftp_requests(servers, cases, src[k], OURS_SFTP) for k in ("wan_op", "wan_big")
+        ]
+        for detail in details:
+            for label in ("ours", "OpenSSH sftp -b"):
+                what = f"{detail['files']} file(s) / {detail['bytes']} B"
+                log(f"  SFTP requests, {label}, {what}: {detail[label]['counts']}")
+
+
+# --------------------------------------------------------------------------- SFTP requests
+
+#: SFTP packet types (draft-ietf-secsh-filexfer-02, what OpenSSH speaks)
+_FXP = {3: "OPEN", 4: "CLOSE", 5: "READ", 6: "WRITE", 7: "LSTAT", 8: "FSTAT", 9: "SETSTAT", 10: "FSETSTAT",
+        11: "OPENDIR", 12: "READDIR", 13: "REMOVE", 14: "MKDIR", 15: "RMDIR", 16: "REALPATH", 17: "STAT",
+        18: "RENAME", 19: "READLINK", 20: "SYMLINK", 200: "EXTENDED"}  # fmt: skip
+_SFTP_SENT = re.compile(r"debug3: Sent (?:\w+ )?message (?:fd \d+ T:(\d+)|SSH2_FXP_(\w+)|([\w@.-]+))")
+
+
+def _ours_sftp_requests(cases: Cases, conn_id: str, target: Target, src: Path) -> list[str]:
+    """The SFTP requests our client sends for one upload of *src* (asyncssh's request method, wrapped)."""
+    from asyncssh import sftp as asftp
+
+    sent: list[str] = []
+    original = asftp.SFTPClientHandler._send_request
+    upload = cases.ours_file("sshd", conn_id) if src.is_file() else cases.ours_dir("sshd", conn_id=conn_id)
+
+    def spy(self: Any, pkttype: int | bytes, args: Any, waiter: Any) -> None:
+        name = pkttype.decode() if isinstance(pkttype, bytes) else _FXP.get(pkttype, str(pkttype))
+        sent.append(f"[{id(self) % 10000:04d}] {name}")
+        original(self, pkttype, args, waiter)
+
+    asftp.SFTPClientHandler._send_request = spy  # type: ignore[method-assign]
+    try:
+        upload(target, src)
+    finally:
+        asftp.SFTPClientHandler._send_request = original  # type: ignore[method-assign]
+    return sent
+
+
+def _openssh_sftp_requests(cases: Cases, target: Target, src: Path) -> list[str]:
+    """The SFTP requests ``sftp -b`` sends for the same upload (its ``-vvv`` debug lines)."""
+    import os
+    import subprocess
+
+    assert cases.s.ssh_config is not None
+    if src.is_file():
+        batch = cases._batch([f'put "{src}" "{target.remote_file}"'])
+    else:
+        batch = cases._batch([f'put "{src / n}" "{target.remote_dir}/{n}"' for n in sorted(os.listdir(src))])
+    try:
+        p = subprocess.run(["sftp", "-vvv", "-F", str(cases.s.ssh_config), "-b", str(batch), "bench-sshd"],
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL)  # fmt: skip
+    finally:
+        batch.unlink()
+    if p.returncode:
+        raise RuntimeError(f"sftp -b exited {p.returncode}: {p.stderr[-300:]}")
+    out = []
+    for m in _SFTP_SENT.finditer(p.stderr):
+        out.append(_FXP.get(int(m.group(1)), m.group(1)) if m.group(1) else (m.group(2) or m.group(3)))
+    return out
+
+
+def sftp_requests(servers: Servers, cases: Cases, src: Path, conn_id: str) -> dict[str, Any]:
+    """SFTP requests per upload of *src* (a file, or a directory: ours with its default connections) by
+    ours and by ``sftp -b``."""
+    import shutil
+
+    out: dict[str, Any] = {"files": len(list(src.iterdir())) if src.is_dir() else 1, "bytes": _size(src)}
+    for label, fn in (("ours", lambda t: _ours_sftp_requests(cases, conn_id, t, src)),
+                      ("OpenSSH sftp -b", lambda t: _openssh_sftp_requests(cases, t, src))):  # fmt: skip
+        view = servers.get("sshd").for_test(f"rq-{label.split()[0]}")
+        try:
+            seq = fn(Target(view.writable_dir, view.local_root))
+        finally:
+            shutil.rmtree(view.local_root, ignore_errors=True)
+        names = [x.split()[-1] for x in seq]
+        out[label] = {"sequence": seq, "counts": dict(collections.Counter(names)), "total": len(seq)}
+    return out
 
 
 # --------------------------------------------------------------------------- report
@@ -296,7 +382,7 @@ def render(results: dict[str, Any]) -> list[str]:
         "Round trips = TCP connections (one handshake each) + in-stream waits (client silent >= 3/4 RTT while the "
         "server answered); turns = client->server bursts followed by server->client bursts.\n"
     )
-    for key, grp in g.items():
+    for grp in g.values():
         L.append(f"#### {grp['title']}\n")
         L.append(f"{grp['reps']} repetitions, {grp['seconds']:.0f} s.\n")
         L += _table(grp)
@@ -314,5 +400,16 @@ def render(results: dict[str, Any]) -> list[str]:
                 f"| {r['case']} | {rt['conns']:.0f} | {rt['waits']:.0f} | {rt['round_trips']:.0f} "
                 f"| {rt['per_file']:.2f} | {rt['turns']:.0f} | {_esc(cmds)} ({_esc(kinds)}) |"
             )
+        L.append("")
+    if w.get("sftp_requests"):
+        L.append("SFTP requests sent (no delay; ours: asyncssh's request method wrapped, `sftp -b`: its `-vvv` "
+                 "lines):\n")  # fmt: skip
+        L.append("| upload | client | requests | per file | by type |\n|---|---|--:|--:|---|")
+        for rq in w["sftp_requests"]:
+            what = f"{rq['files']} files" if rq["files"] > 1 else f"one {rq['bytes'] / 2**20:g} MiB file"
+            for label in ("ours", "OpenSSH sftp -b"):
+                c = rq[label]
+                by = ", ".join(f"{k} {v}" for k, v in sorted(c["counts"].items(), key=lambda kv: -kv[1]))
+                L.append(f"| {what} | {label} | {c['total']} | {c['total'] / rq['files']:.1f} | {by} |")
         L.append("")
     return L

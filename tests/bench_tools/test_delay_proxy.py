@@ -196,3 +196,26 @@ def test_it_stops_by_itself() -> None:
 def test_netem_detection_answers() -> None:
     ok, why = netem_available()
     assert isinstance(ok, bool) and why
+
+
+def blob_then_sink(conn: socket.socket, log: list[tuple[str, float]]) -> None:
+    """Send 2 MB the client never reads, then count what the client sent."""
+    with contextlib.suppress(OSError):
+        conn.sendall(b"z" * 2_000_000)
+    total = 0
+    with contextlib.suppress(OSError):
+        while data := conn.recv(65536):
+            total += len(data)
+    log.append((f"total {total}", time.monotonic()))
+
+
+def test_a_client_that_closes_early_still_delivers_its_last_bytes() -> None:
+    """The client sends, closes, and never reads: the server's bytes meet a closed socket (the client's kernel
+    answers with a reset) before the client's bytes are due at the server. Those must still arrive, in order,
+    as on a network (curl -T to vsftpd got "426 Failure reading network stream" through the first version)."""
+    n = 100_000
+    with relayed(blob_then_sink) as (_relay, peer, client):
+        client.sendall(os.urandom(n))
+        client.close()
+        peer.thread.join(10)
+    assert peer.log == [(f"total {n}", peer.log[0][1])]
