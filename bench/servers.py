@@ -207,6 +207,16 @@ def _write_private(path: Path, text: str) -> Path:
     return path
 
 
+def ssh_host_block(alias: str, host: str, port: int, login: str, key: Path, known_hosts: Path) -> str:
+    """An ``ssh_config`` entry for the OpenSSH tools: key only, the pinned host key, no prompt."""
+    return (
+        f"Host {alias}\n  HostName {host}\n  Port {port}\n  User {login}\n"
+        f"  IdentityFile {key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known_hosts}\n"
+        "  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  BatchMode yes\n"
+        "  PasswordAuthentication no\n  LogLevel ERROR\n"
+    )
+
+
 @contextlib.contextmanager
 def _pyftpd_child(root: Path, pki: Any, login: str, password: str, log: Path) -> Iterator[tuple[FTPSServer, int]]:
     root.mkdir(parents=True, exist_ok=True)
@@ -335,11 +345,7 @@ def start_servers(*, need_interop: bool = True) -> Iterator[Servers]:
             servers.vsftpd = vsftpd
             known = _write_private(base / "known_hosts", sshd.known_hosts_text)
             servers.ssh_config = _write_private(
-                base / "ssh_config",
-                f"Host bench-sshd\n  HostName {HOST}\n  Port {sshd.port}\n  User {login}\n"
-                f"  IdentityFile {keys.key_path}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n"
-                "  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  BatchMode yes\n"
-                "  PasswordAuthentication no\n  LogLevel ERROR\n",
+                base / "ssh_config", ssh_host_block("bench-sshd", HOST, sshd.port, login, keys.key_path, known)
             )
         pyftpd, pid = stack.enter_context(
             _pyftpd_child(base / "pyftpd-root", pki, login, password, base / "pyftpd.log")

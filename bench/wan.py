@@ -15,8 +15,12 @@ import collections
 import contextlib
 import dataclasses
 import json
+import os
 import re
+import shutil
 import statistics
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ from typing import Any
 from cases import HOST, OURS_SFTP, STOCK_SFTP, Cases, ours_case
 from delay_proxy import FRONT_HOST, DelayRelay, kernel_tcp_rmem_max, netem_available
 from harness import Case, Group, Runner, Target
-from servers import Servers
+from servers import Servers, ssh_host_block
 
 OURS_WAN = {"sshd": "bench_ours_sftp_wan", "vsftpd": "bench_ours_vsftpd_wan"}
 STOCK_SFTP_WAN = "bench_stock_sftp_wan"
@@ -63,12 +67,7 @@ def front_servers(servers: Servers, rate_bps: float | None, window: int | None) 
             known = servers.work / "known_hosts_wan"
             known.write_text(f"[{FRONT_HOST}]:{front.ssh[1]} {servers.sshd.host_key_line}\n")
             with open(servers.ssh_config, "a") as f:
-                f.write(
-                    f"Host {SSH_ALIAS}\n  HostName {FRONT_HOST}\n  Port {front.ssh[1]}\n  User {servers.login}\n"
-                    f"  IdentityFile {servers.client_key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n"
-                    "  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  BatchMode yes\n"
-                    "  PasswordAuthentication no\n  LogLevel ERROR\n"
-                )
+                f.write(ssh_host_block(SSH_ALIAS, *front.ssh, servers.login, servers.client_key, known))
         if servers.vsftpd is not None:
             front.ftps = (FRONT_HOST, relay.add_route("control", (HOST, servers.vsftpd.port), listen=(FRONT_HOST, 0)))
             front.pasv = _vsftpd_pasv(servers.work / "vsftpd" / "vsftpd.conf")
@@ -86,7 +85,7 @@ def wan_env(servers: Servers, front: Front) -> dict[str, str]:
         ours = servers.sshd.conn_dict(fields={"password": None, "host": host, "port": port},
                                       key_file=str(servers.client_key))  # fmt: skip
         env["AIRFLOW_CONN_" + OURS_WAN["sshd"].upper()] = json.dumps(ours)
-        stock = json.loads(_stock_sftp_json())
+        stock = json.loads(os.environ["AIRFLOW_CONN_" + STOCK_SFTP.upper()])  # cases.connection_env's
         stock.update(host=host, port=port)
         env["AIRFLOW_CONN_" + STOCK_SFTP_WAN.upper()] = json.dumps(stock)
     if servers.vsftpd is not None and front.ftps:
@@ -94,12 +93,6 @@ def wan_env(servers: Servers, front: Front) -> dict[str, str]:
         ours_ftps = servers.vsftpd.conn_json(fields={"host": host, "port": port})
         env["AIRFLOW_CONN_" + OURS_WAN["vsftpd"].upper()] = ours_ftps
     return env
-
-
-def _stock_sftp_json() -> str:
-    import os
-
-    return os.environ["AIRFLOW_CONN_" + STOCK_SFTP.upper()]
 
 
 def _ftp_commands(log: Path | None, offset: int) -> tuple[dict[str, int], list[str]]:
@@ -245,9 +238,6 @@ def run_wan(a: argparse.Namespace, servers: Servers, cases: Cases, src: dict[str
             results: dict[str, Any], log: Callable[[str], None],
             after_group: Callable[[list[dict[str, Any]], str], None]) -> None:  # fmt: skip
     """Run every wan group through one proxy; put the summaries (with round trips) into *results*."""
-    import os
-    import time
-
     ok, why = netem_available()
     window = a.wan_window_kib * 1024 if a.wan_window_kib else None
     rate = a.wan_rate_mbit * 1e6 if a.wan_rate_mbit else None
@@ -324,9 +314,6 @@ def _ours_sftp_requests(cases: Cases, conn_id: str, target: Target, src: Path) -
 
 def _openssh_sftp_requests(cases: Cases, target: Target, src: Path) -> list[str]:
     """The SFTP requests ``sftp -b`` sends for the same upload (its ``-vvv`` debug lines)."""
-    import os
-    import subprocess
-
     assert cases.s.ssh_config is not None
     if src.is_file():
         batch = cases._batch([f'put "{src}" "{target.remote_file}"'])
@@ -348,8 +335,6 @@ def _openssh_sftp_requests(cases: Cases, target: Target, src: Path) -> list[str]
 def sftp_requests(servers: Servers, cases: Cases, src: Path, conn_id: str) -> dict[str, Any]:
     """SFTP requests per upload of *src* (a file, or a directory: ours with its default connections) by
     ours and by ``sftp -b``."""
-    import shutil
-
     out: dict[str, Any] = {"files": len(list(src.iterdir())) if src.is_dir() else 1, "bytes": _size(src)}
     for label, fn in (("ours", lambda t: _ours_sftp_requests(cases, conn_id, t, src)),
                       ("OpenSSH sftp -b", lambda t: _openssh_sftp_requests(cases, t, src))):  # fmt: skip
