@@ -41,11 +41,13 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 # --- benchmarks (bench/run.py, BENCHMARKS.md) -------------------------------------------------
-# make bench        full run (< 20 min on 2 idle cores): bench/results/<timestamp>/ + BENCHMARKS.md tables
+# make bench        full run (< 40 min on 2 idle cores, of which the "wan" group, 50/150 ms round trips through
+#                   bench/delay_proxy.py, is ~20 min): bench/results/<timestamp>/ + BENCHMARKS.md tables
 # make bench-smoke  tiny sizes, 1 repetition (< 2 min; CI): fails only if a case errors unexpectedly
 # Both start their own loopback servers (sshd, vsftpd, pyftpdlib) from tests/servers; sshd/vsftpd need
 # root and the Debian packages (system-deps installs openssh-client/-server, vsftpd, curl, lftp).
 # Extra options: make bench BENCH_ARGS="--size-mib 64 --reps 3"   (see .venv/bin/python bench/run.py -h)
+#                make bench BENCH_ARGS="--groups wan --wan-rtts 50 --wan-rate-mbit 200"   (the WAN cases only)
 BENCH_ARGS ?=
 
 bench: $(STAMP) system-deps

@@ -103,8 +103,10 @@ class Cases:
         self.ours_path, self._ours = ours_uploader()
 
     # ------------------------------------------------------------------ ours
-    def ours_file(self, server: str, **options: Any) -> Callable[[Target, Path], dict[str, Any]]:
-        conn_id = OURS_CONN[server]
+    def ours_file(
+        self, server: str, conn_id: str | None = None, **options: Any
+    ) -> Callable[[Target, Path], dict[str, Any]]:
+        conn_id = conn_id or OURS_CONN[server]
 
         def fn(t: Target, src: Path) -> dict[str, Any]:
             self._ours(conn_id, str(src), t.remote_file, **options)
@@ -113,9 +115,9 @@ class Cases:
         return fn
 
     def ours_dir(
-        self, server: str, max_connections: int | None = None, **options: Any
+        self, server: str, max_connections: int | None = None, conn_id: str | None = None, **options: Any
     ) -> Callable[[Target, Path], dict[str, Any]]:
-        conn_id = OURS_CONN[server]
+        conn_id = conn_id or OURS_CONN[server]
 
         def fn(t: Target, src: Path) -> dict[str, Any]:
             self._ours(conn_id, str(src), t.remote_dir.rstrip("/") + "/", max_connections, **options)
@@ -133,14 +135,14 @@ class Cases:
 
         return fn
 
-    def stock_sftp_operator(self) -> Callable[[Target, Path], dict[str, Any]]:
+    def stock_sftp_operator(self, conn_id: str = STOCK_SFTP) -> Callable[[Target, Path], dict[str, Any]]:
         from airflow.providers.sftp.operators.sftp import SFTPOperator
 
         def fn(t: Target, src: Path) -> dict[str, Any]:
             names = sorted(os.listdir(src))
             SFTPOperator(
                 task_id="bench_stock_put",
-                ssh_conn_id=STOCK_SFTP,
+                ssh_conn_id=conn_id,
                 operation="put",
                 local_filepath=[str(src / n) for n in names],
                 remote_filepath=[f"{t.remote_dir}/{n}" for n in names],
@@ -210,7 +212,7 @@ class Cases:
             f.write("".join(line + "\n" for line in lines))
         return Path(path)
 
-    def sftp_b(self, cipher: str | None = None) -> Callable[[Target, Path], dict[str, Any]]:
+    def sftp_b(self, cipher: str | None = None, host: str = "bench-sshd") -> Callable[[Target, Path], dict[str, Any]]:
         def fn(t: Target, src: Path) -> dict[str, Any]:
             if src.is_dir():
                 lines = [f'put "{src / n}" "{t.remote_dir}/{n}"' for n in sorted(os.listdir(src))]
@@ -219,28 +221,28 @@ class Cases:
             batch = self._batch(lines)
             try:
                 cmd = ["sftp", "-v", "-F", str(self.s.ssh_config)] + (["-c", cipher] if cipher else [])
-                p = self._sh([*cmd, "-b", str(batch), "bench-sshd"], "sftp")
+                p = self._sh([*cmd, "-b", str(batch), host], "sftp")
             finally:
                 batch.unlink()
             return {"crypto": self._ssh_cipher(p.stderr)}
 
         return fn
 
-    def scp(self) -> Callable[[Target, Path], dict[str, Any]]:
+    def scp(self, host: str = "bench-sshd") -> Callable[[Target, Path], dict[str, Any]]:
         def fn(t: Target, src: Path) -> dict[str, Any]:
-            p = self._sh(["scp", "-v", "-F", str(self.s.ssh_config), str(src), f"bench-sshd:{t.remote_file}"], "scp")
+            p = self._sh(["scp", "-v", "-F", str(self.s.ssh_config), str(src), f"{host}:{t.remote_file}"], "scp")
             return {"crypto": self._ssh_cipher(p.stderr)}
 
         return fn
 
-    def curl(self, server: str) -> Callable[[Target, Path], dict[str, Any]]:
+    def curl(self, server: str, via: tuple[str, int] | None = None) -> Callable[[Target, Path], dict[str, Any]]:
         def fn(t: Target, src: Path) -> dict[str, Any]:
-            port = self.s.get(server).port
+            host, port = via or (HOST, self.s.get(server).port)
             p = self._sh(
                 [
                     "curl", "-v", "-sS", "--ssl-reqd", "--cacert", str(self.s.ca_path),
                     "--netrc-file", str(self.s.netrc), "-T", str(src),
-                    f"ftp://{HOST}:{port}{t.remote_file}",
+                    f"ftp://{host}:{port}{t.remote_file}",
                 ],
                 "curl",
             )  # fmt: skip
@@ -249,8 +251,11 @@ class Cases:
 
         return fn
 
-    def _lftp(self, server: str, command: str) -> None:
-        port = self.s.get(server).port
+    def _lftp(self, server: str, command: str, via: tuple[str, int] | None = None) -> None:
+        host, port = via or (HOST, self.s.get(server).port)
+        # through the delay proxy, the data connection must go where the control connection goes (the
+        # PASV reply names the server's own address): the same round trips, another address
+        settings = ["set ftp:ignore-pasv-address yes"] if via else []
         script = self._batch(
             [
                 f"set ssl:ca-file {self.s.ca_path}",
@@ -260,7 +265,8 @@ class Cases:
                 "set ftp:ssl-protect-list yes",
                 "set net:max-retries 1",
                 "set cmd:fail-exit yes",
-                f"open -u {self.s.login},{self.s.password} -p {port} ftp://{HOST}",
+                *settings,
+                f"open -u {self.s.login},{self.s.password} -p {port} ftp://{host}",
                 command,
             ]
         )
@@ -269,22 +275,28 @@ class Cases:
         finally:
             script.unlink()
 
-    def lftp_put(self, server: str) -> Callable[[Target, Path], dict[str, Any]]:
+    def lftp_put(self, server: str, via: tuple[str, int] | None = None) -> Callable[[Target, Path], dict[str, Any]]:
         def fn(t: Target, src: Path) -> dict[str, Any]:
-            self._lftp(server, f'put "{src}" -o "{t.remote_file}"')
+            self._lftp(server, f'put "{src}" -o "{t.remote_file}"', via)
             return {"crypto": "GnuTLS"}
 
         return fn
 
-    def lftp_mirror(self, server: str, parallel: int = 4) -> Callable[[Target, Path], dict[str, Any]]:
+    def lftp_mirror(
+        self, server: str, parallel: int = 4, via: tuple[str, int] | None = None
+    ) -> Callable[[Target, Path], dict[str, Any]]:
         def fn(t: Target, src: Path) -> dict[str, Any]:
-            self._lftp(server, f'mirror -R --parallel={parallel} --no-perms "{src}" "{t.remote_dir}"')
+            self._lftp(server, f'mirror -R --parallel={parallel} --no-perms "{src}" "{t.remote_dir}"', via)
             return {}
 
         return fn
 
 
 def ours_case(cases: Cases, name: str, server: str, src: Path, nbytes: int, nfiles: int, ref: str | None,
-              warm: Path | None, max_connections: int | None = None, **tags: Any) -> Case:  # fmt: skip
-    fn = cases.ours_file(server) if nfiles == 1 and src.is_file() else cases.ours_dir(server, max_connections)
+              warm: Path | None, max_connections: int | None = None, conn_id: str | None = None,
+              **tags: Any) -> Case:  # fmt: skip
+    if nfiles == 1 and src.is_file():
+        fn = cases.ours_file(server, conn_id)
+    else:
+        fn = cases.ours_dir(server, max_connections, conn_id)
     return Case(name, fn, server, src, nbytes, nfiles, ref=ref, inproc=True, warm_source=warm, tags=tags)

@@ -88,6 +88,8 @@ class Group:
     cases: list[Case]
     reps: int
     unit: str = "MB/s"  # or "files/s"
+    #: called once before the group's first run (e.g. to set the delay proxy's round-trip time)
+    setup: Callable[[], None] | None = None
 
 
 class Runner:
@@ -213,6 +215,8 @@ class Runner:
             self.log(f"  (skipped, server not running: {', '.join(skipped)})")
         group.cases = cases
         self.log(f"\n== {group.title}: {len(cases)} cases x {group.reps} reps, interleaved")
+        if group.setup is not None:
+            group.setup()
         os.sync()
         for case in cases:
             self.warm_up(case)

@@ -197,6 +197,9 @@ def render(results: dict[str, Any]) -> str:
         L.append(f"{grp['reps']} repetitions, {grp['seconds']:.0f} s.\n")
         L += _table(grp)
         L.append("")
+    from wan import render as render_wan
+
+    L += render_wan(results)
     if "memory" in g:
         grp = g["memory"]
         L.append("### Case 4, peak memory (VmHWM of a fresh process doing one upload)\n")

@@ -27,7 +27,9 @@ Cases (see BENCHMARKS.md for the tables):
 6. scaling: 1/2/4/8 connections on case 3; 100/1,000/10,000 files;
 7. the cost of ``verify="checksum"`` on servers without a hash command (the file is read back):
    one big file, ``verify="size"`` vs ``"checksum"``, to sshd and vsftpd; and the cost of
-   ``preserve_mtime`` (one more command per file over FTPS, none over SFTP) on case 3's small files.
+   ``preserve_mtime`` (one more command per file over FTPS, none over SFTP) on case 3's small files;
+8. "wan": cases 1-3 (uploads, OpenSSH sshd and vsftpd) at 50 and 150 ms round-trip time through a
+   user-space delay proxy (bench/delay_proxy.py, bench/wan.py), with the round trips each run spent.
 """
 
 from __future__ import annotations
@@ -69,6 +71,13 @@ FULL = {
     "ftps_counts": "100,1000",
     "scale_reps": 3,
     "count_reps": 3,
+    "wan_rtts": "50,150",
+    "wan_size_mib": 64,
+    "wan_small_count": 100,
+    "wan_stock_operator_count": 10,
+    "wan_reps": 3,
+    "wan_rate_mbit": 0.0,
+    "wan_window_kib": 0,
 }
 SMOKE = {
     "size_mib": 4,
@@ -87,8 +96,17 @@ SMOKE = {
     "ftps_counts": "5",
     "scale_reps": 1,
     "count_reps": 1,
+    "wan_rtts": "5",
+    "wan_size_mib": 1,
+    "wan_small_count": 4,
+    "wan_stock_operator_count": 2,
+    "wan_reps": 1,
+    "wan_rate_mbit": 0.0,
+    "wan_window_kib": 0,
 }
-GROUPS = ("import", "sftp_large", "ftps_large", "small", "scale_conns", "scale_counts", "memory", "verify", "mtime")
+GROUPS = (
+    "import", "sftp_large", "ftps_large", "small", "scale_conns", "scale_counts", "memory", "verify", "mtime", "wan"
+)
 
 
 class Tee:
@@ -394,6 +412,12 @@ def main(argv: list[str] | None = None) -> int:
     for c in sorted(all_counts - {a.small_count}):
         src[f"count{c}"] = make_dir(work / f"small-{c}x{a.small_kib}KiB", c, a.small_kib)
     src[f"count{a.small_count}"] = src["small"]
+    if "wan" in groups_wanted:
+        src["wan_big"] = make_file(work / f"big-{a.wan_size_mib}MiB.bin", a.wan_size_mib * MiB)
+        src["wan_small"] = make_dir(work / f"small-{a.wan_small_count}x{a.small_kib}KiB", a.wan_small_count,
+                                    a.small_kib)  # fmt: skip
+        src["wan_op"] = make_dir(work / f"small-{a.wan_stock_operator_count}x{a.small_kib}KiB",
+                                 a.wan_stock_operator_count, a.small_kib)  # fmt: skip
     if "memory" in groups_wanted:
         src["mem_small"] = make_file(work / f"mem-{a.mem_small_mib}MiB.bin", a.mem_small_mib * MiB)
         src["mem_big"] = make_file(work / f"mem-{a.mem_big_mib}MiB.bin", a.mem_big_mib * MiB)
@@ -457,6 +481,11 @@ def main(argv: list[str] | None = None) -> int:
                 "summary": summary,
             }
             log(f"  ({group.key}: {time.perf_counter() - g0:.0f}s)")
+        if "wan" in groups_wanted:
+            from wan import run_wan
+
+            run_wan(a, servers, cases, src, runner, results, log,
+                    lambda summary, unit: _cross_group_ratios(summary, results["groups"], unit))  # fmt: skip
         unexpected += runner.unexpected
         results["runs"] = runner.rows
 

@@ -207,6 +207,16 @@ def _write_private(path: Path, text: str) -> Path:
     return path
 
 
+def ssh_host_block(alias: str, host: str, port: int, login: str, key: Path, known_hosts: Path) -> str:
+    """An ``ssh_config`` entry for the OpenSSH tools: key only, the pinned host key, no prompt."""
+    return (
+        f"Host {alias}\n  HostName {host}\n  Port {port}\n  User {login}\n"
+        f"  IdentityFile {key}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known_hosts}\n"
+        "  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  BatchMode yes\n"
+        "  PasswordAuthentication no\n  LogLevel ERROR\n"
+    )
+
+
 @contextlib.contextmanager
 def _pyftpd_child(root: Path, pki: Any, login: str, password: str, log: Path) -> Iterator[tuple[FTPSServer, int]]:
     root.mkdir(parents=True, exist_ok=True)
@@ -312,12 +322,16 @@ def start_servers(*, need_interop: bool = True) -> Iterator[Servers]:
 
             login, password = "bench", secrets.token_urlsafe(16)
             base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sectransfer-bench-")))
-        pki = make_pki(base / "pki")
+        # 127.0.0.2: where the WAN group's delay proxy fronts the servers (bench/delay_proxy.py)
+        pki = make_pki(base / "pki", identities=("localhost", "127.0.0.1", "127.0.0.2"))
         keys = make_client_keys(base / "client-keys")
         servers = Servers(
             work=base, cpu=cpu, login=login, password=password, ca_path=pki.ca_path, client_key=keys.key_path
         )
-        servers.netrc = _write_private(base / "netrc", f"machine {HOST} login {login} password {password}\n")
+        servers.netrc = _write_private(
+            base / "netrc",
+            "".join(f"machine {h} login {login} password {password}\n" for h in (HOST, "127.0.0.2")),
+        )
         if missing:
             reason = "; ".join(missing)
             servers.unavailable = {"sshd": reason, "vsftpd": reason}
@@ -331,11 +345,7 @@ def start_servers(*, need_interop: bool = True) -> Iterator[Servers]:
             servers.vsftpd = vsftpd
             known = _write_private(base / "known_hosts", sshd.known_hosts_text)
             servers.ssh_config = _write_private(
-                base / "ssh_config",
-                f"Host bench-sshd\n  HostName {HOST}\n  Port {sshd.port}\n  User {login}\n"
-                f"  IdentityFile {keys.key_path}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n"
-                "  GlobalKnownHostsFile /dev/null\n  StrictHostKeyChecking yes\n  BatchMode yes\n"
-                "  PasswordAuthentication no\n  LogLevel ERROR\n",
+                base / "ssh_config", ssh_host_block("bench-sshd", HOST, sshd.port, login, keys.key_path, known)
             )
         pyftpd, pid = stack.enter_context(
             _pyftpd_child(base / "pyftpd-root", pki, login, password, base / "pyftpd.log")
