@@ -10,7 +10,8 @@ callers can decide what to do from the class alone::
     ├── VerificationError         certificate / host key not trusted   retryable = False
     ├── AuthenticationError       login refused                        retryable = False
     ├── TransportError            network or protocol failure          retryable = True
-    │   └── TransferTimeout       no answer within conn_timeout        retryable = True
+    │   ├── TransferTimeout       no answer within conn_timeout        retryable = True
+    │   └── ServerBusyError       refused for load (421, MaxStartups)  retryable = True
     ├── RemotePathError (.path)   not found, permission denied, exists retryable = False
     │   └── RemoteStorageFullError  disk full / quota                  retryable = True
     ├── LocalPathError (.path)    local source missing or unusable     retryable = False
@@ -34,6 +35,7 @@ __all__ = [
     "RemoteStorageFullError",
     "SecureTransferError",
     "SecurityPolicyError",
+    "ServerBusyError",
     "TransferTimeout",
     "TransportError",
     "VerificationError",
@@ -71,6 +73,17 @@ class TransportError(SecureTransferError):
 
 class TransferTimeout(TransportError):
     """The server did not answer within ``conn_timeout``."""
+
+
+class ServerBusyError(TransportError):
+    """The server refused a new session for load; the same connection a little later may be accepted.
+
+    Raised while connecting only: FTP ``421`` (too many connections / users), an SSH
+    connection closed before or during the key exchange (OpenSSH ``MaxStartups``), an
+    SSH session channel refused (``MaxSessions``), or a refused TCP connection (a
+    saturated listener). The engine waits and tries again, with a bounded, jittered
+    back-off (:mod:`airflow_secure_transfer.transfer.backoff`), before it raises it.
+    """
 
 
 class RemotePathError(SecureTransferError):

@@ -59,6 +59,12 @@ class SecureUploadOperator(BaseOperator):
         unchanged file on a server without a checksum command.
     :param max_connections: most connections used at once; default and upper bound:
         the connection's ``max_connections`` extra (4 unless set).
+    :param server_pool: an Airflow pool that stands for the partner's server (its size = the
+        sessions the server allows us). The task runs in that pool and takes ``pool_slots``
+        equal to its connection count (*max_connections*, else 4), and never opens more
+        connections than the slots it holds, so tasks sharing the pool never open more
+        connections to that server together than the pool's size. Works with
+        ``.partial(...).expand(...)``. Default ``None``: no pool is set by this operator.
     :returns: ``[{local_path, remote_path, bytes, sha256, seconds, resumed, skipped,
         verified, size, source_deleted}, ...]``; ``bytes`` counts the bytes sent by this run,
         ``size`` is the file's size.
@@ -82,8 +88,10 @@ class SecureUploadOperator(BaseOperator):
         delete_source: bool = False,
         max_connections: int | None = None,
         preserve_mtime: bool = True,
+        server_pool: str | None = None,
         **kwargs: Any,
     ) -> None:
+        _apply_server_pool(server_pool, max_connections, kwargs)
         super().__init__(**kwargs)
         validate_options(overwrite=overwrite, verify=verify, max_connections=max_connections)
         for name, value in (
@@ -104,13 +112,24 @@ class SecureUploadOperator(BaseOperator):
         self.delete_source = delete_source
         self.preserve_mtime = preserve_mtime
         self.max_connections = max_connections
+        self.server_pool = server_pool
         self._records: list[TransferRecord] = []
         self._endpoint: tuple[str, str, int] | None = None
 
     # ------------------------------------------------------------------ execution
 
-    def _client_factory(self) -> tuple[Callable[[], RemoteFS], str | None, int]:
-        """Resolve the connection into a client factory, its remote_root and its connection cap."""
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """Like ``BaseOperator.partial``; ``server_pool`` sets the mapped tasks' pool and slots too.
+
+        The scheduler reads a mapped task's pool from its partial arguments, before any
+        ``__init__`` runs, so the pool has to be set here as well.
+        """
+        _apply_server_pool(kwargs.get("server_pool"), kwargs.get("max_connections"), kwargs)
+        return super().partial(**kwargs)
+
+    def _client_factory(self) -> tuple[Callable[[], RemoteFS], str | None, int, float]:
+        """Resolve the connection into a client factory, its remote_root, connection cap and conn_timeout."""
         from airflow.sdk import BaseHook
 
         from airflow_secure_transfer.security.policy import FTPS_CONN_TYPES, SFTP_CONN_TYPES
@@ -128,7 +147,7 @@ class SecureUploadOperator(BaseOperator):
 
                 return FTPSClient(ftps_settings)
 
-            return ftps_client, ftps_settings.remote_root, ftps_settings.max_connections
+            return ftps_client, ftps_settings.remote_root, ftps_settings.max_connections, ftps_settings.conn_timeout
         if conn_type in SFTP_CONN_TYPES:
             from airflow_secure_transfer.hooks.sftp import SecureSFTPHook
 
@@ -140,7 +159,7 @@ class SecureUploadOperator(BaseOperator):
 
                 return SFTPClient(sftp_settings)
 
-            return sftp_client, sftp_settings.remote_root, sftp_settings.max_connections
+            return sftp_client, sftp_settings.remote_root, sftp_settings.max_connections, sftp_settings.conn_timeout
         raise ConfigurationError(
             f"connection {self.conn_id!r} has type {conn.conn_type!r}, which SecureUploadOperator does not accept; "
             f"accepted types: {', '.join(FTPS_CONN_TYPES + SFTP_CONN_TYPES)} "
@@ -148,9 +167,10 @@ class SecureUploadOperator(BaseOperator):
         )
 
     def _upload(self) -> list[TransferRecord]:
+        from airflow_secure_transfer.transfer.backoff import BUSY_BUDGET_FACTOR
         from airflow_secure_transfer.transfer.engine import upload
 
-        connect, remote_root, cap = self._client_factory()
+        connect, remote_root, cap, conn_timeout = self._client_factory()
         connections = cap if self.max_connections is None else min(self.max_connections, cap)
         if self.max_connections is not None and self.max_connections > cap:
             self.log.info(
@@ -159,6 +179,15 @@ class SecureUploadOperator(BaseOperator):
                 cap,
                 connections,
             )
+        if self.server_pool is not None and connections > self.pool_slots:
+            # The pool's slots are the server's sessions: never hold more connections than slots.
+            self.log.info(
+                "using %d connection(s): the task holds %d slot(s) of pool %r",
+                self.pool_slots,
+                self.pool_slots,
+                self.server_pool,
+            )
+            connections = self.pool_slots
         return upload(
             connect,
             self.local_path,
@@ -171,6 +200,7 @@ class SecureUploadOperator(BaseOperator):
             max_connections=connections,
             remote_root=remote_root,
             log=self.log,
+            busy_wait=BUSY_BUDGET_FACTOR * conn_timeout,
         )
 
     def execute(self, context: Any) -> list[dict[str, object]]:
@@ -217,3 +247,26 @@ class SecureUploadOperator(BaseOperator):
             inputs=[Dataset(namespace=ns, name=name) for ns, name in inputs],
             outputs=[Dataset(namespace=ns, name=name) for ns, name in outputs],
         )
+
+
+def _apply_server_pool(server_pool: str | None, max_connections: int | None, kwargs: dict[str, Any]) -> None:
+    """Set ``pool`` and ``pool_slots`` in *kwargs* from *server_pool* (see ``SecureUploadOperator``)."""
+    if server_pool is None:
+        return
+    if not isinstance(server_pool, str) or not server_pool:
+        raise ConfigurationError(f"server_pool must be a non-empty pool name, got {server_pool!r}")
+    pool = kwargs.get("pool")
+    if pool is not None and pool != server_pool:
+        raise ConfigurationError(
+            f"server_pool={server_pool!r} and pool={pool!r} disagree: server_pool sets the pool; drop one of them"
+        )
+    kwargs["pool"] = server_pool
+    from airflow_secure_transfer.security.policy import DEFAULT_MAX_CONNECTIONS
+
+    slots = DEFAULT_MAX_CONNECTIONS if max_connections is None else max_connections
+    if kwargs.get("pool_slots") not in (None, slots):
+        raise ConfigurationError(
+            f"server_pool sets pool_slots to the task's connection count ({slots}); "
+            f"pool_slots={kwargs['pool_slots']!r} disagrees: set max_connections instead"
+        )
+    kwargs["pool_slots"] = slots

@@ -85,6 +85,7 @@ from airflow_secure_transfer.exceptions import (
     SecureTransferError,
     TransportError,
 )
+from airflow_secure_transfer.transfer.backoff import connect_with_backoff
 from airflow_secure_transfer.transfer.base import (
     RemoteEntry,
     RemoteFS,
@@ -503,6 +504,8 @@ class _Shared:
     #: Set once a server reported a modification time other than the one just set: from then
     #: on this run, no time it reports is evidence of identity.
     mtime_untrusted: bool = False
+    #: Seconds a connection that the run cannot do without may wait in all for a busy server.
+    busy_wait: float = 0.0
     _said: set[str] = field(default_factory=set)
 
     def say_once(self, key: str, level: str, message: str, *args: object) -> None:
@@ -1208,8 +1211,16 @@ class _Run:
             ", resumed" if record.resumed else "",
         )
 
+    def _patient_connect(self) -> RemoteFS:
+        """Open a connection the run cannot do without: wait for a busy server (bounded), see ``backoff``."""
+        return connect_with_backoff(
+            self.connect, budget=self.shared.busy_wait, log=self.shared.log, cancel=self.shared.cancel
+        )
+
     def execute(self) -> None:
-        first = _Connection(self.connect)
+        # The first connection, and the one that finishes files given back by others, wait for a
+        # busy server; the extra parallel ones do not (their files go to the connections that exist).
+        first = _Connection(self._patient_connect)
         try:
             fs = first.get()
             plan = self.plan
@@ -1235,7 +1246,7 @@ class _Run:
         if not self.shared.cancel.is_set() and not self.queue.empty():
             # A worker that could not connect put its file back after the others had finished:
             # one more connection, and this time a failure to connect is the run's error.
-            self.worker(_Connection(self.connect))
+            self.worker(_Connection(self._patient_connect))
 
     def _parallel(self, first: _Connection) -> None:
         conns = [first] + [_Connection(self.connect) for _ in range(self.workers - 1)]
@@ -1301,6 +1312,7 @@ def upload(
     preserve_mtime: bool = True,
     log: Log | None = None,
     progress_interval: float = 5.0,
+    busy_wait: float = 0.0,
 ) -> list[TransferRecord]:
     """Upload *local_path* to *remote_path*; return one record per file.
 
@@ -1321,6 +1333,11 @@ def upload(
     :param remote_root: no remote path may resolve outside this directory.
     :param log: logger for progress and the summary (default: this module's).
     :param progress_interval: longest time between progress messages, in seconds.
+    :param busy_wait: when the server refuses a session for load (``ServerBusyError``: FTP 421,
+        sshd ``MaxStartups``), the most seconds the first connection (and a worker that lost its
+        connection) waits in all, with jittered back-off, before the error is raised; extra
+        parallel connections do not wait, their files go to the connections that exist.
+        The operator passes ``4 * conn_timeout``; 0 (default) raises at once.
     :returns: records in plan order (a file that failed has none).
     :raises SecureTransferError: the first error (non-retryable ones first); files
         already uploaded stay uploaded, an interrupted file's partial stays for resume.
@@ -1339,7 +1356,10 @@ def upload(
     workers = max(1, min(max_connections, total))
     progress = Progress(total, plan.total_bytes, log, interval=progress_interval)
     shared = _Shared(
-        _Options(overwrite, bool(create_dirs), verify, bool(delete_source), bool(preserve_mtime)), progress, log
+        _Options(overwrite, bool(create_dirs), verify, bool(delete_source), bool(preserve_mtime)),
+        progress,
+        log,
+        busy_wait=busy_wait,
     )
     log.info(
         "uploading %d file(s), %s, to %s over up to %d connection(s)",

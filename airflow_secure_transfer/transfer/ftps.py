@@ -70,6 +70,7 @@ from airflow_secure_transfer.exceptions import (
     RemoteStorageFullError,
     SecureTransferError,
     SecurityPolicyError,
+    ServerBusyError,
     TransportError,
     VerificationError,
 )
@@ -499,6 +500,10 @@ class FTPSClient(ClosingClient):
             return RemotePathError(message, path=path)
         if code in _POLICY_CODES:
             return SecurityPolicyError(message)
+        if code == "421" and what == "connect":
+            # The greeting says "come back later" (vsftpd max_clients/max_per_ip, pyftpdlib
+            # max_cons_per_ip, IIS/FileZilla user limits): the engine backs off and tries again.
+            return ServerBusyError(message)
         error = TransportError(message)
         if isinstance(exc, ftplib.error_perm) or code in ("522",):
             # A permanent refusal does not get better by retrying.
@@ -529,6 +534,9 @@ class FTPSClient(ClosingClient):
             # After a timeout or reset the reply stream may be mid-line: the connection is done.
             self._broken = f"{type(exc).__name__} in {what}"
             where = f"{self._where} ({what}{' ' + path if path else ''})"
+            if what == "connect" and isinstance(exc, ConnectionRefusedError):
+                # A saturated (or restarting) listener: worth a bounded wait, unlike a refusal of trust.
+                raise ServerBusyError(f"{where}: connection refused") from exc
             raise classify_ssl_error(exc, where) from exc
         except ValueError as exc:
             # ftplib.putline refuses CR/LF; check_name normally catches it first.

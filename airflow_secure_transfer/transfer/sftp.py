@@ -79,6 +79,7 @@ from airflow_secure_transfer.exceptions import (
     RemoteStorageFullError,
     SecureTransferError,
     SecurityPolicyError,
+    ServerBusyError,
     TransferTimeout,
     TransportError,
     VerificationError,
@@ -686,7 +687,24 @@ class SFTPClient(ClosingClient):
             mismatch = self._handshake_failure(state, algs, host_key_algs, options["compression_algs"])
             if mismatch is not None:
                 raise mismatch from None
+            if state.presented is None:
+                # Closed before the server showed a host key: OpenSSH drops connections beyond
+                # MaxStartups exactly so (nothing was sent yet); the engine backs off and retries.
+                raise ServerBusyError(
+                    f"{trust.name}: the server closed the connection before the key exchange "
+                    f"(busy: too many connections, e.g. sshd MaxStartups): {exc.reason}"
+                ) from None
             raise TransportError(f"{trust.name}: the server closed the connection: {exc.reason}") from None
+        except ConnectionRefusedError:
+            raise ServerBusyError(f"cannot connect to {trust.name}: connection refused") from None
+        except ConnectionResetError as exc:
+            if state.presented is None:
+                # sshd resets connections beyond MaxStartups before its version line: busy, nothing sent.
+                raise ServerBusyError(
+                    f"cannot connect to {trust.name}: connection reset before the key exchange "
+                    "(busy: too many connections, e.g. sshd MaxStartups)"
+                ) from None
+            raise TransportError(f"cannot connect to {trust.name}: {exc.strerror or exc}") from None
         except OSError as exc:
             raise TransportError(f"cannot connect to {trust.name}: {exc.strerror or exc}") from None
         if state.accepted is None:  # pragma: no cover - asyncssh always asks (empty trusted set)
@@ -706,6 +724,10 @@ class SFTPClient(ClosingClient):
             raise TransferTimeout(
                 f"{trust.name}: the SFTP subsystem did not start within {self._timeout:g} s"
             ) from None
+        except asyncssh.ChannelOpenError as exc:
+            conn.abort()
+            # OpenSSH MaxSessions (and per-user session limits elsewhere) refuse the session channel.
+            raise ServerBusyError(f"{trust.name}: the server refused a session channel: {exc.reason}") from None
         except (asyncssh.Error, OSError) as exc:
             conn.abort()
             raise TransportError(f"{trust.name}: cannot start the SFTP subsystem: {exc}") from None

@@ -16,6 +16,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from airflow_secure_transfer.exceptions import (
     ConfigurationError,
     LocalPathError,
+    ServerBusyError,
     TransportError,
     VerificationError,
 )
@@ -199,7 +200,8 @@ def test_an_unreachable_server_is_a_retryable_error(monkeypatch: pytest.MonkeyPa
                 "login": "u",
                 "password": "p",
                 "extra": {
-                    "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+                    "host_key": "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl",
+                    "conn_timeout": 0.5,  # a refused connection is waited for up to 4 x conn_timeout (busy server)
                 },
             }
         ),
@@ -207,6 +209,7 @@ def test_an_unreachable_server_is_a_retryable_error(monkeypatch: pytest.MonkeyPa
     with pytest.raises(TransportError) as info:
         _op(conn_id="gone", local_path=str(files)).execute(context={})
     assert info.value.retryable and not isinstance(info.value, AirflowFailException)
+    assert isinstance(info.value, ServerBusyError) and "still busy after" in str(info.value)
 
 
 def test_max_connections_is_capped_by_the_connection(

@@ -54,6 +54,9 @@ class TCPForwarder:
         self._accept_thread: threading.Thread | None = None
         #: Connections accepted (all listeners).
         self.connections = 0
+        #: Connections open now, and the most that were open at once.
+        self.open_now = 0
+        self.peak = 0
         #: Set when a cut ended a connection.
         self.cut = threading.Event()
 
@@ -135,6 +138,8 @@ class TCPForwarder:
                         s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 with self._lock:
                     self.connections += 1
+                    self.open_now += 1
+                    self.peak = max(self.peak, self.open_now)
                     self._conns += [client, server]
                 t = threading.Thread(
                     target=self._pump, args=(client, server, counted), name=f"{self._name}-pump", daemon=True
@@ -179,6 +184,8 @@ class TCPForwarder:
             for s in (client, server):
                 with contextlib.suppress(OSError):
                     s.close()
+            with self._lock:
+                self.open_now -= 1
 
 
 class RecordingProxy(TCPForwarder):
@@ -231,3 +238,18 @@ class RecordingProxy(TCPForwarder):
                     chunk, cut = chunk[: max(room, 0)], True
             self._data[direction] += chunk
         return chunk, cut
+
+
+class CountingProxy(TCPForwarder):
+    """Forward 127.0.0.1:<port> to ``target_host:target_port`` and count connections (``peak``: most at once).
+
+    In front of a server's control port it counts sessions, including ones the server refuses; FTP passive
+    data connections go to the server directly and are not counted.
+    """
+
+    nodelay = True
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        super().__init__("counting-proxy")
+        self.host = "127.0.0.1"
+        self.port: int = self._listen((self.host, 0), (target_host, target_port))

@@ -243,10 +243,14 @@ class PyFTPDThread:
 
 
 @contextlib.contextmanager
-def serve_pyftpd(handler: type[FTPHandler], host: str = HOST) -> Iterator[int]:
+def serve_pyftpd(
+    handler: type[FTPHandler], host: str = HOST, server_attrs: Mapping[str, Any] | None = None
+) -> Iterator[int]:
     """Run a pyftpdlib server with *handler* on ``host``, port 0, in its own thread; yield the port once it
-    accepts connections; stop it on exit."""
+    accepts connections; stop it on exit. *server_attrs* set ``FTPServer`` attributes (``max_cons_per_ip``)."""
     server = FTPServer((host, 0), handler, ioloop=IOLoop())
+    for key, value in (server_attrs or {}).items():
+        setattr(server, key, value)
     port = int(server.socket.getsockname()[1])
     runner = PyFTPDThread(server)
     runner.thread.name = f"pyftpd-{port}"
@@ -276,6 +280,7 @@ def run_pyftpd(
     perm: str = "elradfmwMT",
     passive_ports: Sequence[int] | None = None,
     handler_attrs: Mapping[str, Any] | None = None,
+    server_attrs: Mapping[str, Any] | None = None,
 ) -> Iterator[FTPSServer]:
     """Start a pyftpdlib FTPS server rooted at ``root`` on ``host`` (127.0.0.1), port 0; stop it on exit.
 
@@ -291,6 +296,7 @@ def run_pyftpd(
     :param passive_ports: a fixed set of passive ports (default: ephemeral).
     :param handler_attrs: more (or other) handler class attributes, e.g. ``abstracted_fs``,
         ``dtp_handler``, ``timeout``, ``banner``.
+    :param server_attrs: ``FTPServer`` attributes, e.g. ``max_cons_per_ip`` (a busy server answers ``421``).
     """
     if not offer_tls and tls_mode != "explicit":
         raise ValueError("offer_tls=False only makes sense with tls_mode='explicit'")
@@ -335,7 +341,7 @@ def run_pyftpd(
             **(handler_attrs or {}),
         },
     )
-    with serve_pyftpd(handler, host) as port:
+    with serve_pyftpd(handler, host, server_attrs) as port:
         yield FTPSServer(
             kind="pyftpdlib",
             host=host,
