@@ -115,6 +115,8 @@ class SecureUploadOperator(BaseOperator):
         self.server_pool = server_pool
         self._records: list[TransferRecord] = []
         self._endpoint: tuple[str, str, int] | None = None
+        #: The first connection's ``session_security()``: negotiated algorithms and the verified identity.
+        self._security: dict[str, str] | None = None
 
     # ------------------------------------------------------------------ execution
 
@@ -168,9 +170,17 @@ class SecureUploadOperator(BaseOperator):
 
     def _upload(self) -> list[TransferRecord]:
         from airflow_secure_transfer.transfer.backoff import BUSY_BUDGET_FACTOR
+        from airflow_secure_transfer.transfer.base import SupportsSessionSecurity
         from airflow_secure_transfer.transfer.engine import upload
 
-        connect, remote_root, cap, conn_timeout = self._client_factory()
+        factory, remote_root, cap, conn_timeout = self._client_factory()
+
+        def connect() -> RemoteFS:
+            fs = factory()
+            if self._security is None and isinstance(fs, SupportsSessionSecurity):
+                self._security = fs.session_security()  # every connection verifies the same identity
+            return fs
+
         connections = cap if self.max_connections is None else min(self.max_connections, cap)
         if self.max_connections is not None and self.max_connections > cap:
             self.log.info(
@@ -214,6 +224,7 @@ class SecureUploadOperator(BaseOperator):
 
             # Not retryable (a wrong host key stays wrong): fail now, without Airflow retries.
             raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+        self._receipts_to_asset_events(context)
         return [record.as_dict() for record in self._records]
 
     # ------------------------------------------------------------------ lineage
@@ -225,27 +236,61 @@ class SecureUploadOperator(BaseOperator):
         or ``ftps://host:port`` + the remote path (the same names the ``ftps`` asset
         handler and the stock ``sftp`` one produce).
         """
-        if self._endpoint is None or not self._records:
+        remote_ns = self._remote_endpoint()
+        if remote_ns is None or not self._records:
             return [], []
-        scheme, host, port = self._endpoint
         local_ns = f"file://{socket.gethostname()}"
-        remote_host = f"[{host}]" if ":" in host else host
-        remote_ns = f"{scheme}://{remote_host}:{port}"
         inputs = [(local_ns, r.local_path) for r in self._records]
         outputs = [(remote_ns, r.remote_path) for r in self._records]
         return inputs, outputs
 
+    def _remote_endpoint(self) -> str | None:
+        """``scheme://host:port`` of the server of the last run (the namespace of its datasets)."""
+        if self._endpoint is None:
+            return None
+        scheme, host, port = self._endpoint
+        return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+    def _receipts_to_asset_events(self, context: Any) -> None:
+        """Put the delivery receipt(s) into the asset event of each ``sftp://``/``ftps://`` outlet it concerns."""
+        endpoint = self._remote_endpoint()
+        outlet_events = context.get("outlet_events") if isinstance(context, dict) else None
+        if endpoint is None or self._security is None or outlet_events is None or not self._records:
+            return
+        from airflow_secure_transfer.lineage import asset_event_extra
+
+        for outlet in self.outlets or ():
+            uri = getattr(outlet, "uri", None)
+            if not isinstance(uri, str) or not uri.startswith(("sftp://", "ftps://")):
+                continue
+            extra = asset_event_extra(uri, endpoint, self._records, self._security)
+            if extra is not None:
+                outlet_events[outlet].extra.update(extra)
+
     def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
-        """Return OpenLineage inputs/outputs, or ``None`` when the OpenLineage provider is not installed."""
+        """Return OpenLineage inputs/outputs, each output with its ``secureTransfer`` delivery receipt.
+
+        ``None`` when the OpenLineage provider is not installed.
+        """
         try:
             from airflow.providers.common.compat.openlineage.facet import Dataset
             from airflow.providers.openlineage.extractors import OperatorLineage
         except ImportError:
             return None
+        from airflow_secure_transfer.lineage import FACET_NAME, openlineage_facet, receipt
+
         inputs, outputs = self.lineage_datasets()
+        security = self._security
         return OperatorLineage(
             inputs=[Dataset(namespace=ns, name=name) for ns, name in inputs],
-            outputs=[Dataset(namespace=ns, name=name) for ns, name in outputs],
+            outputs=[
+                Dataset(
+                    namespace=ns,
+                    name=name,
+                    facets={FACET_NAME: openlineage_facet(receipt(record, security))} if security else {},
+                )
+                for (ns, name), record in zip(outputs, self._records, strict=True)
+            ],
         )
 
 

@@ -192,6 +192,20 @@ class SupportsPutSmallMany(SupportsPutSmall, Protocol):
     ) -> list[int | SecureTransferError | None]: ...
 
 
+@runtime_checkable
+class SupportsSessionSecurity(Protocol):
+    """A :class:`RemoteFS` that says what its session negotiated and whom it verified (delivery receipts).
+
+    ``session_security()`` returns public facts only (safe for logs, lineage and asset events):
+    ``protocol`` (``"ftps"``/``"sftp"``); for FTPS ``tls_version`` and ``cipher``, for SFTP
+    ``ssh_kex`` and ``ssh_cipher``; and ``server_identity``, the identity that was checked:
+    ``"certificate sha256:<hex>"`` (the server's leaf certificate) or ``"<key type> SHA256:<base64>"``
+    (the SSH host key, as ``ssh-keygen -l`` prints it).
+    """
+
+    def session_security(self) -> dict[str, str]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class TransferRecord:
     """What happened to one file; the operator returns a list of these as dicts (XCom)."""

@@ -474,6 +474,18 @@ class FTPSClient(ClosingClient):
                 ftp.voidcmd("QUIT")
         self._abandon()
 
+    def session_security(self) -> dict[str, str]:
+        """What the control connection negotiated and the certificate that was verified (public facts)."""
+        info = self.tls_info
+        if info is None:
+            raise TransportError(f"{self._where}: not connected")
+        return {
+            "protocol": "ftps",
+            "tls_version": info.version or "unknown",
+            "cipher": info.cipher or "unknown",
+            "server_identity": f"certificate sha256:{info.cert_sha256}" if info.cert_sha256 else "unknown",
+        }
+
     def __repr__(self) -> str:
         state = "closed" if self._ftp is None else ("broken" if self._broken else "connected")
         return f"FTPSClient({self._where}, login={self.settings.login!r}, {self.settings.tls_mode.value}, {state})"

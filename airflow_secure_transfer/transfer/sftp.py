@@ -1435,6 +1435,15 @@ class SFTPClient(ClosingClient):
         finally:
             self._thread.stop()
 
+    def session_security(self) -> dict[str, str]:
+        """What the session negotiated and the host key that was verified (public facts)."""
+        return {
+            "protocol": "sftp",
+            "ssh_kex": self.info.kex,
+            "ssh_cipher": self.info.cipher,
+            "server_identity": self.info.host_key.describe(),
+        }
+
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
         return f"<SFTPClient {self._settings.login or ''}@{self._where} {state}>"
