@@ -166,11 +166,12 @@ SFTP_CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
 }
 
+# "Host" and "Port" are spelled out for Airflow 3.1's form, which otherwise shows the raw names.
+_RELABELING = {"host": "Host", "port": "Port", "login": "Username"}
+
 #: The standard fields of each form. Airflow 3.2+ reads these and the ``*_CONN_FIELDS`` above from
 #: :func:`get_provider_info`; Airflow 3.1 gets the same declarations through the hooks' classmethods
 #: (``get_ui_field_behaviour`` / ``get_connection_form_widgets``, built by :mod:`airflow_secure_transfer.compat`).
-#: "Host" and "Port" are spelled out for Airflow 3.1's form, which otherwise labels them "host" and "port".
-_RELABELING = {"host": "Host", "port": "Port", "login": "Username"}
 FTPS_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "hidden-fields": ["schema"],
     "relabeling": _RELABELING,
