@@ -11,7 +11,8 @@ Nothing else in the package checks Airflow's version. What differs:
   :func:`ui_field_behaviour` derive what those return from the same declaration, so the two
   forms cannot disagree. 3.1's form has fewer kinds of field: a multi-line text is a one-line
   input there (pasted PEM/OpenSSH blocks get their line breaks back in the policy), a number is
-  a text input (numeric strings are accepted), and a select shows the raw values.
+  a text input (numeric strings are accepted), and a select shows the raw values (with no "null" choice:
+  an empty select means "not set").
 
 Every import of Airflow, wtforms or Flask-AppBuilder happens inside a function: importing this
 module costs nothing at DAG-parse time.
@@ -82,7 +83,9 @@ def connection_form_widgets(conn_fields: Mapping[str, Mapping[str, Any]]) -> dic
         kind = form_field_kind(schema)
         validators: list[Any] = [Optional()]
         if "enum" in schema:
-            validators.append(any_of(list(schema["enum"])))
+            # 3.1 has no values_display to label a None choice: it would show the word "null". Without it a
+            # cleared select shows its placeholder, and the field stays optional (nullable).
+            validators.append(any_of([value for value in schema["enum"] if value is not None]))
         if kind == "PasswordField":
             widget = BS3PasswordFieldWidget()
         elif kind == "StringField" and schema.get("format") == "multiline":

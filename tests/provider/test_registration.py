@@ -131,7 +131,7 @@ def _as_airflow_31_form(schema: dict[str, Any]) -> dict[str, Any]:
     if kind == "PasswordField":
         expected["format"] = "password"
     if "enum" in schema:
-        expected["enum"] = schema["enum"]
+        expected["enum"] = [value for value in schema["enum"] if value is not None]  # 3.1 would show "null"
     return expected
 
 
