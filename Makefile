@@ -2,6 +2,7 @@
 #   make demo   - embedded FTPS + SFTP servers, the example DAG through Airflow, the upload records
 #   make test   - the whole test suite (unit, contract, security, interop, airflow, ui tiers)
 # Fast tiers alone: make test-fast
+# The Airflow 3.1 floor: make test-compat (a second venv, .venv-compat, from constraints-airflow-3.1.txt)
 
 PYTHON ?= python3
 VENV   ?= .venv
@@ -9,7 +10,8 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast system-deps venv lint typecheck bench bench-smoke clean constraints
+.PHONY: demo test test-fast test-compat system-deps venv lint typecheck bench bench-smoke clean constraints \
+	constraints-compat
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +20,18 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
+
+# The oldest supported Airflow minor (3.1), pinned like constraints.txt, in its own venv.
+COMPAT_VENV        ?= .venv-compat
+COMPAT_PY          := $(COMPAT_VENV)/bin/python
+COMPAT_STAMP       := $(COMPAT_VENV)/.installed
+COMPAT_CONSTRAINTS := constraints-airflow-3.1.txt
+
+$(COMPAT_STAMP): pyproject.toml $(COMPAT_CONSTRAINTS)
+	$(PYTHON) -m venv $(COMPAT_VENV)
+	$(COMPAT_PY) -m pip install --quiet --upgrade pip
+	$(COMPAT_PY) -m pip install --quiet -c $(COMPAT_CONSTRAINTS) -e ".[test]"
+	touch $(COMPAT_STAMP)
 
 # Debian packages the interop, UI and benchmark tiers use (vsftpd, OpenSSH, chromium, lftp, curl).
 # Installed when running as root with apt; otherwise those tiers skip locally (never under CI=true).
@@ -32,6 +46,14 @@ test: $(STAMP) system-deps
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not interop and not slow and not airflow and not ui" $(PYTEST_ARGS)
+
+# On Airflow 3.1: the fast tier and the whole Airflow tier, then the contract suite's interop and slow
+# cases and the UI tier's "add + Test a Secure SFTP connection" against a 3.1 api-server in Chromium.
+COMPAT_UI_CASE := tests/ui/test_ui_connections.py::test_sftp_add_and_test_succeeds
+
+test-compat: $(COMPAT_STAMP) system-deps
+	$(COMPAT_PY) -m pytest -m "not ui and (airflow or not (interop or slow))" $(PYTEST_ARGS)
+	$(COMPAT_PY) -m pytest -m "interop or slow or ui" tests/contract $(COMPAT_UI_CASE) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check airflow_secure_transfer tests example_dags bench
@@ -60,5 +82,9 @@ bench-smoke: $(STAMP) system-deps
 constraints: $(STAMP)
 	$(PY) -m pip freeze --exclude-editable | grep -v '^-e ' > constraints.txt
 
+constraints-compat: $(COMPAT_STAMP)
+	{ echo "# Pinned versions for the Airflow 3.1 floor (make test-compat; .ci/run). Regenerate with: make constraints-compat"; \
+	  $(COMPAT_PY) -m pip freeze --exclude-editable | grep -v '^-e '; } > $(COMPAT_CONSTRAINTS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts .demo
+	rm -rf $(VENV) $(COMPAT_VENV) .pytest_cache .mypy_cache .ruff_cache test-artifacts .demo

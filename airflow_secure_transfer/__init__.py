@@ -15,7 +15,8 @@ DISTRIBUTION_NAME = "airflow-provider-secure-transfer"
 
 _OPTIONAL_STRING: dict[str, Any] = {"type": ["string", "null"]}
 
-#: Connection form fields (Airflow 3.2+ reads these statically). Names are the extras' keys.
+#: Connection form fields, declared once: Airflow 3.2+ reads these statically; on 3.1 the hooks'
+#: ``get_connection_form_widgets`` builds its form from them. Names are the extras' keys.
 #: A null option in an enum renders as the word "null" in the 3.3 form: keep it only where "no value" is a
 #: real choice, and then label it in values_display.
 FTPS_CONN_FIELDS: dict[str, dict[str, Any]] = {
@@ -165,6 +166,23 @@ SFTP_CONN_FIELDS: dict[str, dict[str, Any]] = {
     },
 }
 
+# "Host" and "Port" are spelled out for Airflow 3.1's form, which otherwise shows the raw names.
+_RELABELING = {"host": "Host", "port": "Port", "login": "Username"}
+
+#: The standard fields of each form. Airflow 3.2+ reads these and the ``*_CONN_FIELDS`` above from
+#: :func:`get_provider_info`; Airflow 3.1 gets the same declarations through the hooks' classmethods
+#: (``get_ui_field_behaviour`` / ``get_connection_form_widgets``, built by :mod:`airflow_secure_transfer.compat`).
+FTPS_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema"],
+    "relabeling": _RELABELING,
+    "placeholders": {"host": "ftps.partner.example", "port": "21", "login": "username"},
+}
+SFTP_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema"],
+    "relabeling": _RELABELING,
+    "placeholders": {"host": "sftp.partner.example", "port": "22", "login": "username"},
+}
+
 
 #: ``Asset("ftps://host/path")`` is normalised (default port 990) by our handler; ``sftp`` is the stock one's.
 _FTPS_ASSET_URIS: list[dict[str, Any]] = [
@@ -233,22 +251,14 @@ def get_provider_info() -> dict[str, Any]:
                 "connection-type": "secure_ftps",
                 "hook-class-name": "airflow_secure_transfer.hooks.ftps.SecureFTPSHook",
                 "hook-name": "Secure FTPS",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema"],
-                    "relabeling": {"login": "Username"},
-                    "placeholders": {"host": "ftps.partner.example", "port": "21", "login": "username"},
-                },
+                "ui-field-behaviour": FTPS_UI_FIELD_BEHAVIOUR,
                 "conn-fields": FTPS_CONN_FIELDS,
             },
             {
                 "connection-type": "secure_sftp",
                 "hook-class-name": "airflow_secure_transfer.hooks.sftp.SecureSFTPHook",
                 "hook-name": "Secure SFTP",
-                "ui-field-behaviour": {
-                    "hidden-fields": ["schema"],
-                    "relabeling": {"login": "Username"},
-                    "placeholders": {"host": "sftp.partner.example", "port": "22", "login": "username"},
-                },
+                "ui-field-behaviour": SFTP_UI_FIELD_BEHAVIOUR,
                 "conn-fields": SFTP_CONN_FIELDS,
             },
         ],

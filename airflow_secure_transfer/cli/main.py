@@ -15,6 +15,7 @@ or described, 2 a usage error.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -214,7 +215,9 @@ def _audit_connections(paths: Sequence[Path], conn_ids: Sequence[str]) -> tuple[
         except OSError:
             continue
     try:
-        records, findings = collect_connections(sorted(wanted))
+        # Airflow 3.1 logs some connection-parsing lines to stdout: keep stdout for the report alone.
+        with contextlib.redirect_stdout(sys.stderr):
+            records, findings = collect_connections(sorted(wanted))
     except ImportError as exc:
         raise UsageError(f"--connections needs Airflow, which cannot be imported: {exc}") from exc
     for record in records:

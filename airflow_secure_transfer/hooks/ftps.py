@@ -48,6 +48,24 @@ class SecureFTPSHook(RemoteFileMethods, BaseHook):
     conn_type = "secure_ftps"
     hook_name = "Secure FTPS"
 
+    # Airflow 3.1's connection form (3.2+ reads the same declaration from the provider info). Defined
+    # on this class itself: the providers manager only looks in the hook class's own __dict__.
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """Return the form fields of the Airflow 3.1 UI, built from ``FTPS_CONN_FIELDS``."""
+        from airflow_secure_transfer import FTPS_CONN_FIELDS
+        from airflow_secure_transfer.compat import connection_form_widgets
+
+        return connection_form_widgets(FTPS_CONN_FIELDS)
+
+    @classmethod
+    def get_ui_field_behaviour(cls) -> dict[str, Any]:
+        """Return the standard fields' behaviour for the Airflow 3.1 UI, from ``FTPS_UI_FIELD_BEHAVIOUR``."""
+        from airflow_secure_transfer import FTPS_UI_FIELD_BEHAVIOUR
+        from airflow_secure_transfer.compat import ui_field_behaviour
+
+        return ui_field_behaviour(FTPS_UI_FIELD_BEHAVIOUR)
+
     def __init__(self, ftps_conn_id: str = default_conn_name, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.ftps_conn_id = ftps_conn_id

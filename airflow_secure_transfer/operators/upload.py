@@ -220,10 +220,10 @@ class SecureUploadOperator(BaseOperator):
         except SecureTransferError as exc:
             if exc.retryable:
                 raise
-            from airflow.sdk.exceptions import AirflowFailException
+            from airflow_secure_transfer.compat import airflow_fail_exception
 
             # Not retryable (a wrong host key stays wrong): fail now, without Airflow retries.
-            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+            raise airflow_fail_exception()(f"{type(exc).__name__}: {exc}") from exc
         self._receipts_to_asset_events(context)
         return [record.as_dict() for record in self._records]
 

@@ -62,7 +62,10 @@ def _sha256(path: Path) -> str:
 def test_example_dags_parse(tmp_path: Path) -> None:
     code = (
         "import json\n"
-        "from airflow.dag_processing.dagbag import DagBag\n"
+        "try:\n"
+        "    from airflow.dag_processing.dagbag import DagBag\n"  # Airflow 3.2+
+        "except ImportError:\n"
+        "    from airflow.models.dagbag import DagBag\n"  # Airflow 3.1
         f"bag = DagBag(dag_folder={str(DAGS)!r})\n"
         "print(json.dumps({'errors': {k: str(v) for k, v in bag.import_errors.items()},\n"
         "  'dags': {d: {t.task_id: type(t).__name__ for t in dag.tasks} for d, dag in bag.dags.items()},\n"

@@ -11,8 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from airflow.sdk.exceptions import AirflowFailException
 
+from airflow_secure_transfer.compat import airflow_fail_exception
 from airflow_secure_transfer.exceptions import (
     ConfigurationError,
     LocalPathError,
@@ -24,6 +24,7 @@ from airflow_secure_transfer.operators.upload import SecureUploadOperator
 from tests.servers import FTPSServer, SFTPServer
 
 AnyServer = FTPSServer | SFTPServer
+AirflowFailException = airflow_fail_exception()  # the installed minor's class (it moved in 3.2)
 
 
 def _op(**kwargs: object) -> SecureUploadOperator:

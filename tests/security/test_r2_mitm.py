@@ -102,7 +102,9 @@ def test_ftps_impostor_fails_the_task_without_retry(
     tmp_path: Path,
     kind: str,
 ) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow_secure_transfer.compat import airflow_fail_exception
+
+    AirflowFailException = airflow_fail_exception()  # the installed minor's class
 
     server, relay = relayed_ftps("explicit", pki=_impostor_pki(kind, tmp_path / "pki", test_pki))
     conn_id = airflow_conn("r2_ftps", server, **_client_extras(kind, test_pki))
@@ -185,7 +187,9 @@ def test_sftp_impostor_fails_the_task_without_retry(
     tmp_path: Path,
     kind: str,
 ) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow_secure_transfer.compat import airflow_fail_exception
+
+    AirflowFailException = airflow_fail_exception()  # the installed minor's class
 
     with run_custom_sftp(tmp_path / "impostor", client_keys, login=asyncssh_server.login) as impostor:
         trust = _sftp_trust(kind, asyncssh_server.host_key_line, impostor)

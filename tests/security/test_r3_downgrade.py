@@ -103,7 +103,9 @@ def test_starttls_stripping_man_in_the_middle(relayed_ftps: Callable[..., tuple[
 def test_starttls_stripping_fails_the_task_without_retry(
     relayed_ftps: Callable[..., tuple[FTPSServer, Relay]], airflow_conn: Callable[..., str], tmp_path: Path
 ) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow_secure_transfer.compat import airflow_fail_exception
+
+    AirflowFailException = airflow_fail_exception()  # the installed minor's class
 
     real, _ = relayed_ftps("explicit")
     with ScriptServer(starttls_stripper((real.host, real.port))) as mitm:
@@ -132,7 +134,9 @@ def test_prot_p_refused_means_no_data_connection(
 def test_prot_p_refused_fails_the_task_without_retry(
     relayed_ftps: Callable[..., tuple[FTPSServer, Relay]], airflow_conn: Callable[..., str], tmp_path: Path
 ) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow_secure_transfer.compat import airflow_fail_exception
+
+    AirflowFailException = airflow_fail_exception()  # the installed minor's class
 
     server, relay = relayed_ftps("explicit", allow_prot_p=False)
     conn_id = airflow_conn("r3_prot", server)
@@ -238,7 +242,9 @@ def test_ssh_server_signing_its_rsa_host_key_only_with_sha1_is_refused(client_ke
 def test_weak_ssh_server_fails_the_task_without_retry(
     client_keys: ClientKeys, airflow_conn: Callable[..., str], tmp_path: Path
 ) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow_secure_transfer.compat import airflow_fail_exception
+
+    AirflowFailException = airflow_fail_exception()  # the installed minor's class
 
     with run_custom_sftp(tmp_path / "weak", client_keys, listen_options=WEAK_SSH["cbc_ciphers"]) as server:
         conn_id = airflow_conn("r3_ssh", server)

@@ -106,7 +106,9 @@ def test_cut_upload_never_leaves_a_partial_and_resumes(
     airflow_conn: Callable[..., str],
     big_file: tuple[Path, str],
 ) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow_secure_transfer.compat import airflow_fail_exception
+
+    AirflowFailException = airflow_fail_exception()  # the installed minor's class
 
     source, digest = big_file
     server: Any

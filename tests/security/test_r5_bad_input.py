@@ -140,7 +140,9 @@ def test_local_file_names_that_would_inject_commands_are_refused(target: Target,
 def test_operator_applies_remote_root(
     relayed_ftps: Callable[..., tuple[FTPSServer, Relay]], airflow_conn: Callable[..., str], tmp_path: Path
 ) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow_secure_transfer.compat import airflow_fail_exception
+
+    AirflowFailException = airflow_fail_exception()  # the installed minor's class
 
     server, relay = relayed_ftps("explicit")
     conn_id = airflow_conn("r5_root", server, remote_root="/jail")

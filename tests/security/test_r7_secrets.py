@@ -180,7 +180,9 @@ def test_exception_texts_and_reprs_hold_no_secret(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow_secure_transfer.compat import airflow_fail_exception
+
+    AirflowFailException = airflow_fail_exception()  # the installed minor's class
 
     from airflow_secure_transfer.hooks.ftps import SecureFTPSHook
     from airflow_secure_transfer.hooks.sftp import SecureSFTPHook

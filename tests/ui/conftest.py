@@ -320,6 +320,12 @@ def ui_context(ui_browser: Browser, airflow_ui: AirflowUI) -> Iterator[BrowserCo
     """
     context = ui_browser.new_context(base_url=airflow_ui.base_url, viewport={"width": 1280, "height": 1200})
     context.set_default_timeout(30_000)
+    # The simple auth manager signs the browser in on its first visit; Airflow 3.1 then lands on Home, not on
+    # the page asked for. Signing in here lets every test open its page directly on every minor.
+    page = context.new_page()
+    page.goto("/")
+    page.get_by_role("button", name="Admin").wait_for()
+    page.close()
     try:
         yield context
     finally:
