@@ -52,7 +52,7 @@ test-fast: $(STAMP)
 COMPAT_UI_CASE := tests/ui/test_ui_connections.py::test_sftp_add_and_test_succeeds
 
 test-compat: $(COMPAT_STAMP) system-deps
-	$(COMPAT_PY) -m pytest -m "not ui and (airflow or not (interop or slow))" $(PYTEST_ARGS)
+	$(COMPAT_PY) -m pytest -m "not ui and not scale and (airflow or not (interop or slow))" $(PYTEST_ARGS)
 	$(COMPAT_PY) -m pytest -m "interop or slow or ui" tests/contract $(COMPAT_UI_CASE) $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -30,7 +30,7 @@ from tests.servers.airflow_stack import airflow_stack
 from tests.servers.pki import ServerPKI
 from tests.servers.proxy import CountingProxy
 
-pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.interop]
+pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.interop, pytest.mark.scale]
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts"
