@@ -76,7 +76,7 @@ from airflow_secure_transfer.exceptions import (
 from airflow_secure_transfer.security.policy import TLSMode
 from airflow_secure_transfer.security.tls import TLSInfo, build_ssl_context, classify_ssl_error, describe_tls
 from airflow_secure_transfer.transfer.base import Checksum, ClosingClient, ProgressCallback, RemoteEntry
-from airflow_secure_transfer.transfer.paths import check_name
+from airflow_secure_transfer.transfer.paths import check_name, listed_child
 
 if TYPE_CHECKING:
     from airflow_secure_transfer.security.policy import FTPSSettings
@@ -609,11 +609,8 @@ class FTPSClient(ClosingClient):
         return self._listdir_fallback(path)
 
     def _child(self, path: str, name: str) -> str:
-        if not name or "/" in name or name in (".", "..") or "\x00" in name:
-            raise RemotePathError(
-                f"{self._where}: the listing of {path} contains the name {name[:80]!r}; refused", path=path
-            )
-        return posixpath.join(path, name)
+        # The same rules as for names we send (control characters, "\\", "C:"), plus one component only.
+        return listed_child(path, name, where=self._where)
 
     def _listdir_fallback(self, path: str) -> list[RemoteEntry]:
         # vsftpd has no MLSD; its LIST is 'ls -l' style with numeric owners.

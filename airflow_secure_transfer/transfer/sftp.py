@@ -91,7 +91,7 @@ from airflow_secure_transfer.security.hostkeys import (
     HostKeyTrust,
 )
 from airflow_secure_transfer.transfer.base import Checksum, ClosingClient, ProgressCallback, RemoteEntry
-from airflow_secure_transfer.transfer.paths import check_name
+from airflow_secure_transfer.transfer.paths import check_name, listed_child
 
 if TYPE_CHECKING:
     from airflow_secure_transfer.security.policy import SFTPSettings
@@ -815,7 +815,8 @@ class SFTPClient(ClosingClient):
         """List directory *path* (without ``.`` and ``..``), sorted by name.
 
         :raises RemotePathError: *path* is missing or not a directory, or the server listed a name
-            containing ``/``, NUL, CR or LF (a listing must not lead outside the directory).
+            that :func:`~airflow_secure_transfer.transfer.paths.listed_child` refuses (``/``, a control
+            character, ``\\``, a drive prefix: a listing must not lead outside the directory).
         """
         check_name(path)
         sftp = self.sftp
@@ -826,12 +827,7 @@ class SFTPClient(ClosingClient):
             filename = name.filename if isinstance(name.filename, str) else name.filename.decode("utf-8", "replace")
             if filename in (".", ".."):
                 continue
-            if "/" in filename or any(c in filename for c in "\x00\r\n"):
-                raise RemotePathError(
-                    f"{self._where}: the listing of {path} contains an unsafe name {filename!r}; refused", path=path
-                )
-            full = f"{base}/{filename}" if base != "/" else f"/{filename}"
-            entries.append(_entry(full, name.attrs))
+            entries.append(_entry(listed_child(base, filename, where=self._where), name.attrs))
         entries.sort(key=lambda e: e.path)
         return entries
 
