@@ -10,7 +10,8 @@ callers can decide what to do from the class alone::
     ├── VerificationError         certificate / host key not trusted   retryable = False
     ├── AuthenticationError       login refused                        retryable = False
     ├── TransportError            network or protocol failure          retryable = True
-    │   └── TransferTimeout       no answer within conn_timeout        retryable = True
+    │   ├── TransferTimeout       no answer within conn_timeout        retryable = True
+    │   └── LimitExceededError    a listing/reply over its cap or deadline (.limit)
     ├── RemotePathError (.path)   not found, permission denied, exists retryable = False
     │   └── RemoteStorageFullError  disk full / quota                  retryable = True
     ├── LocalPathError (.path)    local source missing or unusable     retryable = False
@@ -29,6 +30,7 @@ __all__ = [
     "AuthenticationError",
     "ConfigurationError",
     "IntegrityError",
+    "LimitExceededError",
     "LocalPathError",
     "RemotePathError",
     "RemoteStorageFullError",
@@ -71,6 +73,22 @@ class TransportError(SecureTransferError):
 
 class TransferTimeout(TransportError):
     """The server did not answer within ``conn_timeout``."""
+
+
+class LimitExceededError(TransportError):
+    """The server sent more than a bound allows, or too slowly: a listing or a reply over its size cap,
+    or a listing not complete within ``conn_timeout`` (see :mod:`airflow_secure_transfer.transfer.limits`).
+
+    Retryable like any transport error; where the upload engine listed a directory to save round trips,
+    it checks each file on its own instead.
+
+    :param limit: the bound that was hit: ``"conn_timeout"``, ``"listing entries"``, ``"listing bytes"``
+        or ``"reply bytes"``.
+    """
+
+    def __init__(self, message: str, limit: str) -> None:
+        super().__init__(message)
+        self.limit = limit
 
 
 class RemotePathError(SecureTransferError):

@@ -64,7 +64,7 @@ import stat as stat_module
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
@@ -74,6 +74,7 @@ from airflow_secure_transfer.exceptions import (
     AuthenticationError,
     ConfigurationError,
     IntegrityError,
+    LimitExceededError,
     RemotePathError,
     RemoteStorageFullError,
     SecureTransferError,
@@ -90,6 +91,7 @@ from airflow_secure_transfer.security.hostkeys import (
     HostKey,
     HostKeyTrust,
 )
+from airflow_secure_transfer.transfer import limits
 from airflow_secure_transfer.transfer.base import Checksum, ClosingClient, ProgressCallback, RemoteEntry
 from airflow_secure_transfer.transfer.paths import check_name, listed_child
 
@@ -820,7 +822,9 @@ class SFTPClient(ClosingClient):
         """
         check_name(path)
         sftp = self.sftp
-        names = self._call(lambda: sftp.readdir(path), "list", path)
+        names = self._run(
+            self._read_listing(sftp, path), timeout=None, what="list", path=path, backstop=self._timeout + 5.0
+        )
         base = path.rstrip("/") or "/"
         entries = []
         for name in names:
@@ -830,6 +834,76 @@ class SFTPClient(ClosingClient):
             entries.append(_entry(listed_child(base, filename, where=self._where), name.attrs))
         entries.sort(key=lambda e: e.path)
         return entries
+
+    async def _read_listing(self, sftp: asyncssh.SFTPClient, path: str) -> list[asyncssh.SFTPName]:
+        """Read directory *path* within ``conn_timeout`` as a whole, at most ``LISTING_MAX_ENTRIES`` names
+        and ``LISTING_MAX_BYTES`` of names (a server can answer ``READDIR`` with names forever, or slowly).
+
+        The reading runs in a task of its own, so that neither bound waits for the server: asyncssh's
+        ``scandir`` closes the directory handle (one more request) on its way out, and a server busy
+        dripping names answers that late or never. The handle is closed in the background; the session
+        stays usable (requests are matched to answers by id).
+
+        :raises LimitExceededError: past a bound.
+        """
+        max_entries = limits.LISTING_MAX_ENTRIES
+        max_bytes = limits.LISTING_MAX_BYTES
+        where = f"{self._where}: list {path}"
+        names: list[asyncssh.SFTPName] = []
+        outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def finish(error: BaseException | None) -> None:
+            if not outcome.done():
+                outcome.set_result(None) if error is None else outcome.set_exception(error)
+
+        async def read() -> None:
+            size = 0
+            try:
+                # scandir is an async generator (typed as an iterator): aclosing() closes the handle early.
+                listing_gen = cast("AsyncGenerator[asyncssh.SFTPName, None]", sftp.scandir(path))
+                async with contextlib.aclosing(listing_gen) as listing:
+                    async for name in listing:
+                        names.append(name)
+                        size += len(name.filename) + len(name.longname or "")
+                        if len(names) > max_entries:
+                            finish(
+                                LimitExceededError(
+                                    f"{where}: more than {max_entries} entries (listing entries limit); "
+                                    "listing abandoned",
+                                    limit="listing entries",
+                                )
+                            )
+                            return
+                        if size > max_bytes:
+                            finish(
+                                LimitExceededError(
+                                    f"{where}: more than {max_bytes} bytes of names (listing bytes limit); "
+                                    "listing abandoned",
+                                    limit="listing bytes",
+                                )
+                            )
+                            return
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                finish(exc)
+                return
+            finish(None)
+
+        task = asyncio.ensure_future(read())
+        task.add_done_callback(_retrieve)
+        try:
+            await asyncio.wait_for(asyncio.shield(outcome), self._timeout)
+        except TimeoutError:
+            task.cancel()
+            raise LimitExceededError(
+                f"{where}: not complete within {self._timeout:g} s (conn_timeout limit); listing abandoned",
+                limit="conn_timeout",
+            ) from None
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        return names
 
     def makedirs(self, path: str) -> None:
         """Create directory *path* and any missing parents; an existing directory is fine."""
