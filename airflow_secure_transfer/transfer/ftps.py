@@ -73,6 +73,8 @@ from airflow_secure_transfer.exceptions import (
     SecurityPolicyError,
     TransportError,
     VerificationError,
+    scrub_secrets,
+    scrub_text,
 )
 from airflow_secure_transfer.security.policy import TLSMode
 from airflow_secure_transfer.security.tls import TLSInfo, build_ssl_context, classify_ssl_error, describe_tls
@@ -392,7 +394,12 @@ class FTPSClient(ClosingClient):
         self.features: dict[str, str] = {}
         self.tls_info: TLSInfo | None = None
         self._hash_algo: str | None = None
-        self._connect()
+        try:
+            self._connect()
+        except BaseException as exc:
+            # AUTH TLS / PROT P refusals are raised outside _errors(): scrub what they chain too.
+            scrub_secrets(exc, (settings.password,))
+            raise
 
     # ------------------------------------------------------------------ session
 
@@ -534,10 +541,7 @@ class FTPSClient(ClosingClient):
 
     def _scrub(self, text: str) -> str:
         """Remove the password from server text that is going into a message (some servers echo input)."""
-        password = self.settings.password
-        if password and len(password) >= 3:
-            text = text.replace(password, "***")
-        return text
+        return scrub_text(text, (self.settings.password,))
 
     def _ftp_error(self, exc: ftplib.Error, what: str, path: str | None) -> SecureTransferError:
         reply = self._scrub(str(exc)).strip()[:300]
@@ -567,6 +571,8 @@ class FTPSClient(ClosingClient):
         try:
             yield
         except SecureTransferError as exc:
+            # Ours, but maybe chained to a library error that holds a server reply: scrub them all.
+            scrub_secrets(exc, (self.settings.password,))
             if isinstance(exc, (TransportError, VerificationError)):
                 # A data-channel handshake that failed (pin, certificate) leaves the server's
                 # reply to the transfer command unread: the control stream is out of step.
@@ -575,11 +581,12 @@ class FTPSClient(ClosingClient):
         except ftplib.Error as exc:
             # The reply becomes the message (scrubbed) and stays the __cause__: scrub it there too
             # (a server may echo the password; tracebacks and error reporters print the cause).
-            exc.args = tuple(self._scrub(str(a)) for a in exc.args)
+            scrub_secrets(exc, (self.settings.password,))
             raise self._ftp_error(exc, what, path) from exc
         except (OSError, EOFError) as exc:
             # Before ValueError: ssl.SSLCertVerificationError is both an OSError and a ValueError.
             # After a timeout or reset the reply stream may be mid-line: the connection is done.
+            scrub_secrets(exc, (self.settings.password,))
             self._broken = f"{type(exc).__name__} in {what}"
             where = f"{self._where} ({what}{' ' + path if path else ''})"
             raise classify_ssl_error(exc, where) from exc

@@ -82,6 +82,7 @@ from airflow_secure_transfer.exceptions import (
     TransferTimeout,
     TransportError,
     VerificationError,
+    scrub_secrets,
 )
 from airflow_secure_transfer.security.hostkeys import (
     CIPHERS,
@@ -740,7 +741,9 @@ class SFTPClient(ClosingClient):
         try:
             # The coroutine is bounded on the loop; the extra margin here only guards a stuck loop.
             return future.result(backstop if timeout is None else timeout + 5.0)
-        except SecureTransferError:
+        except SecureTransferError as exc:
+            # Ours, but built from server text (a disconnect reason) and chained to asyncssh's error.
+            scrub_secrets(exc, self._secrets)
             raise
         except (TimeoutError, concurrent.futures.TimeoutError):
             future.cancel()
@@ -756,8 +759,17 @@ class SFTPClient(ClosingClient):
 
         return self._run(run(), timeout=self._timeout, what=what, path=path)
 
+    @property
+    def _secrets(self) -> tuple[str | None, ...]:
+        return (self._settings.password, self._settings.private_key_passphrase)
+
     def _translate(self, exc: BaseException, what: str, path: str | None) -> BaseException:
-        """Map an asyncssh / socket error to our hierarchy (messages name paths and codes only)."""
+        """Map an asyncssh / socket error to our hierarchy (messages name paths and codes only).
+
+        The server's text (an SFTP status message, a disconnect reason) may echo the password: it is
+        scrubbed in *exc* itself, which stays reachable as the translation's ``__cause__``.
+        """
+        scrub_secrets(exc, self._secrets)
         where = self._where
         target = f" {path}" if path else ""
         if isinstance(exc, asyncssh.SFTPError):
