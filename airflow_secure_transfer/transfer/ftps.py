@@ -723,9 +723,8 @@ class FTPSClient(ClosingClient):
         every byte) and the final reply within ``conn_timeout``; at most
         :data:`~airflow_secure_transfer.transfer.limits.LISTING_MAX_ENTRIES` lines and
         :data:`~airflow_secure_transfer.transfer.limits.LISTING_MAX_BYTES`. Past a bound the data
-        connection is closed and the server's final reply (``426``) read, which keeps the control
-        connection usable (a server that does not send it within one more ``conn_timeout`` leaves it
-        unusable), and :class:`LimitExceededError` is raised.
+        connection is closed and the server's final reply read (:meth:`_reply_after_abandon`), which
+        keeps the control connection usable, and :class:`LimitExceededError` is raised.
         """
         ftp = self.ftp
         timeout = self.settings.conn_timeout
@@ -735,21 +734,41 @@ class FTPSClient(ClosingClient):
         with self._errors(what, path):
             with ftp.deadline(deadline):
                 conn, _ = ftp.ntransfercmd(cmd)
-            try:
-                # Not under deadline(): after an abort, the server's final reply gets its own conn_timeout.
-                with self._data(conn, what, path):
+            with self._data(conn, what, path):
+                try:
                     self._read_listing(conn, deadline, lines)
-            except _ListingLimit as exc:
-                over = exc
-            else:
+                except _ListingLimit as exc:
+                    over = exc
+                    conn.close()  # abandoned: no close_notify (the server is still sending)
+            if over is None:
                 with ftp.deadline(deadline):
                     ftp.voidresp()
+            else:
+                self._reply_after_abandon(what)
         if over is not None:
             raise LimitExceededError(
                 f"{self._where}: {what} {path}: {over.detail} ({over.limit} limit); listing abandoned",
                 limit=over.limit,
             )
         return lines
+
+    def _reply_after_abandon(self, what: str) -> None:
+        """Read the final reply of a transfer the client abandoned, whatever its code.
+
+        ``426``/``451`` (the server noticed), or ``226`` (it had handed everything to its socket
+        already): either way the control connection is in step again. Not under the operation's
+        deadline, which has passed: one more ``conn_timeout``; without a reply by then the
+        connection is unusable.
+        """
+        ftp = self._ftp
+        if ftp is None:
+            return
+        try:
+            ftp.getresp()
+        except ftplib.Error:
+            pass
+        except (OSError, EOFError, SecureTransferError):
+            self._broken = self._broken or f"no reply after an abandoned {what}"
 
     def _read_listing(self, conn: socket.socket, deadline: float, lines: list[str]) -> None:
         """Read a listing's data connection into *lines*; raise :class:`_ListingLimit` past a bound."""

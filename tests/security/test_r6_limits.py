@@ -116,6 +116,20 @@ def test_ftps_flooded_listing_stops_at_its_cap(test_pki: ServerPKI, small_caps: 
         assert peak < 12 * MiB, f"the client held {peak / MiB:.1f} MiB for a 1 MiB / 5,000-entry cap"
 
 
+@pytest.mark.parametrize("final", ["426", "226"])
+def test_ftps_connection_stays_usable_after_an_abandoned_listing(
+    test_pki: ServerPKI, small_caps: None, final: str
+) -> None:
+    """Whatever the server answers after the client closed the listing's data connection (``426``, or
+    ``226`` when it had written everything already), the control connection is in step: no reconnect."""
+    with run_hostile_ftp(
+        "tls", tls_context=tls_server_context(test_pki), listing_how="flood_entries", listing_final=final
+    ) as server:
+        outcome = run_bounded(_list_and_noop(_settings(server.port, test_pki)), HANG)
+        assert isinstance(outcome.error, LimitExceededError), repr(outcome.error)
+        assert server.connections == 1
+
+
 def test_ftps_listing_default_byte_cap(test_pki: ServerPKI) -> None:
     """The shipped cap (32 MiB), against a flood of 48 MiB."""
     with run_hostile_ftp(

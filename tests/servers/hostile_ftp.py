@@ -146,6 +146,9 @@ class HostileFTPServer:
     listing_how: str | None = None
     drip_interval: float = 0.2
     flood_total: int = 16 * 1024 * 1024
+    #: The reply after a hostile listing the client abandoned: ``"426"`` (default) or ``"226"`` (a server
+    #: that had handed the whole listing to its socket before the client closed).
+    listing_final: str = "426"
     #: Listing bytes sent so far (all MLSD transfers).
     listing_sent: int = 0
     _idle: threading.Condition = field(default_factory=threading.Condition, repr=False)
@@ -307,7 +310,7 @@ class _Session:
             if self.prot_p:
                 conn = self.server.tls_context.wrap_socket(conn, server_side=True)
             if verb == "MLSD" and self.info.listing_how is not None:
-                if not self.misbehave_listing(conn):
+                if not self.misbehave_listing(conn) and self.info.listing_final == "426":
                     self.send("426 Connection closed; transfer aborted.")
                     return
             elif verb == "MLSD":
@@ -432,6 +435,7 @@ def run_hostile_ftp(
     listing: list[str] | None = None,
     listing_how: str | None = None,
     flood_total: int = 16 * 1024 * 1024,
+    listing_final: str = "426",
 ) -> Iterator[HostileFTPServer]:
     """Start a hostile FTP server on ``127.0.0.1:0``; stop it on exit.
 
@@ -442,6 +446,7 @@ def run_hostile_ftp(
     :param listing: MLSD lines to serve (and advertise MLST); default: no MLSD.
     :param listing_how: ``"drip"``, ``"flood_bytes"`` or ``"flood_entries"``: a hostile MLSD.
     :param flood_total: where a flood stops (a bound on the test's own resources).
+    :param listing_final: the reply after an abandoned hostile listing (``"426"`` or ``"226"``).
     """
     if behaviour not in BEHAVIOURS:
         raise ValueError(f"unknown behaviour {behaviour!r}; one of {BEHAVIOURS}")
@@ -453,6 +458,7 @@ def run_hostile_ftp(
         listing=listing,
         listing_how=listing_how,
         flood_total=flood_total,
+        listing_final=listing_final,
     )
     runner = _Runner(info, tls_context)
     info.port = int(runner.listener.getsockname()[1])
