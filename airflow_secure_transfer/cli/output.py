@@ -39,6 +39,7 @@ def visible(text: str) -> str:
             out.append(char)
     return "".join(out)
 
+
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 TOOL_NAME = "airflow-secure-transfer"
 INFORMATION_URI = "https://pypi.org/project/airflow-provider-secure-transfer/"
