@@ -36,10 +36,18 @@ import json
 import socket
 import ssl
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from airflow_secure_transfer.exceptions import ConfigurationError, SecureTransferError, TransportError
+from airflow_secure_transfer.cli.output import visible
+from airflow_secure_transfer.exceptions import (
+    ConfigurationError,
+    LimitExceededError,
+    SecureTransferError,
+    TransferTimeout,
+    TransportError,
+)
 from airflow_secure_transfer.security.policy import TLSMode, parse_ftps_settings, parse_host_key_line
 
 __all__ = [
@@ -202,12 +210,30 @@ def _display_only_context() -> ssl.SSLContext:
 
 
 def _read_reply(sock: socket.socket | ssl.SSLSocket, buffer: bytearray) -> str:
-    """Read one (possibly multi-line) FTP reply; return its text."""
+    """Read one (possibly multi-line) FTP reply; return its text.
+
+    Bounded like the client's replies: the whole reply within the socket's timeout (a server dripping
+    one byte a second does not hold the command) and within ``REPLY_MAX_BYTES`` (nor does a flood).
+    """
+    from airflow_secure_transfer.transfer import limits
+
     lines: list[str] = []
     code = ""
+    timeout = sock.gettimeout() or 15.0
+    deadline = time.monotonic() + timeout
+    total = 0
     while True:
         while b"\n" not in buffer:
-            chunk = sock.recv(4096)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TransferTimeout(f"no complete reply within {timeout:g} s")
+            sock.settimeout(left)
+            try:
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                raise TransferTimeout(f"no complete reply within {timeout:g} s") from None
+            finally:
+                sock.settimeout(timeout)
             if not chunk:
                 raise TransportError("the server closed the connection")
             buffer.extend(chunk)
@@ -215,6 +241,11 @@ def _read_reply(sock: socket.socket | ssl.SSLSocket, buffer: bytearray) -> str:
                 raise TransportError("the server's reply is too long")
         raw, _, rest = bytes(buffer).partition(b"\n")
         buffer[:] = rest
+        total += len(raw) + 1
+        if total > limits.REPLY_MAX_BYTES:
+            raise LimitExceededError(
+                f"the server's reply exceeds {limits.REPLY_MAX_BYTES} bytes (reply size limit)", limit="reply bytes"
+            )
         line = raw.rstrip(b"\r").decode("utf-8", errors="replace")
         lines.append(line)
         if not code:
@@ -403,8 +434,6 @@ async def _probe_keys(host: str, port: int, timeout: float) -> list[HostKeyInfo]
     if not keys:
         detail = "; ".join(errors) or "no host key of a supported type"
         if any("timed out" in e for e in errors):
-            from airflow_secure_transfer.exceptions import TransferTimeout
-
             raise TransferTimeout(f"{host}:{port}: {detail}")
         raise TransportError(f"{host}:{port}: cannot get a host key ({detail})")
     return list(keys.values())
@@ -430,27 +459,29 @@ def _format_colon(hexdigest: str) -> str:
 
 
 def render_ftps(report: FTPSReport) -> str:
-    """Human-readable FTPS report."""
-    out = [f"FTPS server {report.host}:{report.port} ({report.tls_mode.value} TLS)"]
+    """Human-readable FTPS report; every text the server chose is shown through :func:`visible`."""
+    out = [f"FTPS server {visible(report.host)}:{report.port} ({report.tls_mode.value} TLS)"]
     if report.greeting:
-        out.append(f"  greeting:   {report.greeting.splitlines()[0][:120]}")
-    out.append(f"  TLS:        {report.tls_version} ({report.cipher})")
+        # The first line of the reply (the reader joined its lines with LF); a CR inside it stays visible.
+        first_line = report.greeting.split("\n")[0]
+        out.append(f"  greeting:   {visible(first_line)[:160]}")
+    out.append(f"  TLS:        {visible(str(report.tls_version))} ({visible(str(report.cipher))})")
     out.append("")
     for index, cert in enumerate(report.chain):
         role = "leaf (server) certificate" if index == 0 else f"chain certificate {index}"
         out.append(f"  [{index}] {role}")
-        out.append(f"      subject:   {cert.subject}")
-        out.append(f"      issuer:    {cert.issuer}{'  (self-signed)' if cert.self_signed else ''}")
+        out.append(f"      subject:   {visible(cert.subject)}")
+        out.append(f"      issuer:    {visible(cert.issuer)}{'  (self-signed)' if cert.self_signed else ''}")
         out.append(f"      valid:     {cert.not_before} .. {cert.not_after}")
         if index == 0:
-            out.append(f"      names:     {', '.join(cert.san) or '(no subjectAltName)'}")
+            out.append(f"      names:     {visible(', '.join(cert.san)) or '(no subjectAltName)'}")
         out.append(f"      SHA-256:   {_format_colon(cert.sha256)}")
     out.append("")
     if report.untrusted_reason is None:
         out.append("  Trusted by this machine's system trust store (chain and host name verified):")
         out.append("  no pin is needed; the extras below pin the certificate anyway (renewals then need a new pin).")
     else:
-        out.append(f"  NOT trusted by the system trust store: {report.untrusted_reason}")
+        out.append(f"  NOT trusted by the system trust store: {visible(report.untrusted_reason)}")
         out.append("  Pin it (cert_fingerprint below) or set extra 'ca_bundle' to the CA that issued it.")
     out.append("")
     out.append(WARNING)
@@ -462,10 +493,10 @@ def render_ftps(report: FTPSReport) -> str:
 
 def render_sftp(report: SFTPReport) -> str:
     """Human-readable SFTP report."""
-    out = [f"SSH server {report.host}:{report.port}: {len(report.keys)} host key(s)"]
+    out = [f"SSH server {visible(report.host)}:{report.port}: {len(report.keys)} host key(s)"]
     for key in report.keys:
         bits = f" ({key.bits} bits)" if key.bits else ""
-        out.append(f"  {key.key_type:<22} {key.sha256}{bits}")
+        out.append(f"  {visible(key.key_type):<22} {key.sha256}{bits}")
     out.append("")
     out.append(WARNING)
     out.append("")
@@ -495,7 +526,8 @@ def fingerprint_command(args: argparse.Namespace) -> int:
             ftps = fetch_ftps(host, port, mode, timeout=args.timeout)
             text = json.dumps(ftps.as_dict(), indent=2) + "\n" if args.format == "json" else render_ftps(ftps)
     except SecureTransferError as exc:
-        print(f"airflow-secure-transfer fingerprint: {exc}", file=sys.stderr)
+        # The message may quote the server (a refusal, an SSH disconnect reason): same terminal, same rule.
+        print(f"airflow-secure-transfer fingerprint: {visible(str(exc))}", file=sys.stderr)
         return 1
     sys.stdout.write(text)
     if args.format == "json":

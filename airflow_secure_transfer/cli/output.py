@@ -1,8 +1,9 @@
-"""Render audit findings as a table, JSON, or SARIF 2.1.0."""
+"""Render audit findings as a table, JSON, or SARIF 2.1.0; make untrusted text safe for a terminal."""
 
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,7 +12,33 @@ from typing import Any
 from airflow_secure_transfer import __version__
 from airflow_secure_transfer.cli.rules import RULES, Finding, Rule, Severity
 
-__all__ = ["render_json", "render_rules", "render_sarif", "render_table"]
+__all__ = ["render_json", "render_rules", "render_sarif", "render_table", "visible"]
+
+#: Unicode categories that a terminal does not print as a glyph: controls (C0, DEL, C1: ESC starts
+#: cursor movement and erasure, CR returns to the line start), format characters (bidirectional
+#: overrides, zero-width), line and paragraph separators, surrogates (undecodable bytes).
+_INVISIBLE = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs"})
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def visible(text: str) -> str:
+    """Return *text* with every character a terminal would not print as a glyph written as an escape.
+
+    For text from a server (an FTP greeting, a certificate's subject, an SSH disconnect reason) shown
+    on a screen where a person compares fingerprints: ESC, CR and friends could otherwise erase lines
+    and draw a fake ``SHA-256:`` line. An ESC becomes the four characters ``\\x1b``, a CR ``\\r``, a newline
+    ``\\n``, any other such character ``\\xNN`` or ``\\uNNNN``. JSON output needs none of this
+    (``json.dumps`` escapes control characters).
+    """
+    out: list[str] = []
+    for char in text:
+        if unicodedata.category(char) in _INVISIBLE:
+            code = ord(char)
+            out.append(_NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"))
+        else:
+            out.append(char)
+    return "".join(out)
+
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 TOOL_NAME = "airflow-secure-transfer"

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseHook
 
-from airflow_secure_transfer.exceptions import RemotePathError, SecureTransferError
+from airflow_secure_transfer.exceptions import LimitExceededError, RemotePathError, SecureTransferError
 from airflow_secure_transfer.hooks._files import RemoteFileMethods
 from airflow_secure_transfer.security.policy import parse_ftps_settings
 
@@ -142,8 +142,9 @@ class SecureFTPSHook(RemoteFileMethods, BaseHook):
                     parts.append("trusted by pin (cert_fingerprint)")
                 try:
                     entries = client.listdir(client.home)
-                except RemotePathError as exc:
-                    # Logged in and protected; only this directory is not listable (permissions).
+                except (RemotePathError, LimitExceededError) as exc:
+                    # Logged in and protected; only this directory is not listable (permissions, or a
+                    # listing past its bounds: the connection works, the listing is what is too big).
                     parts.append(f"login directory not listable ({exc})")
                 else:
                     reused = client.ftp.last_data_session_reused

@@ -79,6 +79,7 @@ from typing import IO, TYPE_CHECKING, Any, Final, NoReturn, Protocol, cast
 from airflow_secure_transfer.exceptions import (
     ConfigurationError,
     IntegrityError,
+    LimitExceededError,
     LocalPathError,
     RemotePathError,
     RemoteStorageFullError,
@@ -575,6 +576,10 @@ class _Listings:
     def _list(fs: RemoteFS, directory: str) -> dict[str, RemoteEntry] | None:
         try:
             entries = fs.listdir(directory)
+        except LimitExceededError as exc:
+            # Too long or too slow (a hostile or overloaded server): one stat per file instead.
+            logger.warning("cannot list %s (%s); checking each file instead", directory, exc)
+            return None
         except TransportError:
             raise
         except SecureTransferError as exc:

@@ -66,6 +66,7 @@ from typing import IO, TYPE_CHECKING, NoReturn
 from airflow_secure_transfer.exceptions import (
     AuthenticationError,
     ConfigurationError,
+    LimitExceededError,
     RemotePathError,
     RemoteStorageFullError,
     SecureTransferError,
@@ -73,11 +74,14 @@ from airflow_secure_transfer.exceptions import (
     ServerBusyError,
     TransportError,
     VerificationError,
+    scrub_secrets,
+    scrub_text,
 )
 from airflow_secure_transfer.security.policy import TLSMode
 from airflow_secure_transfer.security.tls import TLSInfo, build_ssl_context, classify_ssl_error, describe_tls
+from airflow_secure_transfer.transfer import limits
 from airflow_secure_transfer.transfer.base import Checksum, ClosingClient, ProgressCallback, RemoteEntry
-from airflow_secure_transfer.transfer.paths import check_name
+from airflow_secure_transfer.transfer.paths import check_name, listed_child
 
 if TYPE_CHECKING:
     from airflow_secure_transfer.security.policy import FTPSSettings
@@ -133,24 +137,34 @@ def _parse_facts(line: str) -> tuple[dict[str, str], str]:
 
 
 class _ReplyReader:
-    """Control-connection line reader with one deadline per reply (replaces ``sock.makefile()``).
+    """Control-connection line reader with one deadline and one size cap per reply (replaces ``sock.makefile()``).
 
     ``ftplib`` reads replies through ``makefile()``, whose timeout bounds each ``recv`` only: a server
-    that drips one byte per second, or sends an endless multi-line reply, would hold the client forever.
+    that drips one byte per second, or sends an endless multi-line reply, would hold the client forever,
+    and ``ftplib`` joins the lines of a multi-line reply in memory (a flooded ``FEAT`` grows it at network
+    speed). Here a reply ends within ``conn_timeout`` (or the deadline of the operation it belongs to,
+    :attr:`op_deadline`) and within :data:`~airflow_secure_transfer.transfer.limits.REPLY_MAX_BYTES`.
     Bytes that are not valid in the encoding are kept as surrogates (``ftplib`` then sees a malformed
     reply: ``error_proto`` -> TransportError) instead of raising ``UnicodeDecodeError``.
     """
 
-    def __init__(self, sock: socket.socket, encoding: str, timeout: float) -> None:
+    def __init__(self, sock: socket.socket, encoding: str, timeout: float, where: str = "") -> None:
         self._sock = sock
         self._encoding = encoding
         self._timeout = timeout
+        self._where = where
         self._buf = bytearray()
         self._deadline = time.monotonic() + timeout
+        self._reply_bytes = 0
+        #: When set, the end of the operation the next replies belong to (a listing as a whole).
+        self.op_deadline: float | None = None
 
     def start_reply(self) -> None:
-        """Start the clock for the next reply (called by ``_FTPTLS.getresp``)."""
+        """Start the clock and the byte count for the next reply (called by ``_FTPTLS.getresp``)."""
         self._deadline = time.monotonic() + self._timeout
+        if self.op_deadline is not None:
+            self._deadline = min(self._deadline, self.op_deadline)
+        self._reply_bytes = 0
 
     def readline(self, limit: int = -1) -> str:
         while True:
@@ -161,6 +175,7 @@ class _ReplyReader:
                     cut = min(cut, limit)
                 line = bytes(self._buf[:cut])
                 del self._buf[:cut]
+                self._count(len(line))
                 return line.decode(self._encoding, "surrogateescape")
             remaining = self._deadline - time.monotonic()
             if remaining <= 0:
@@ -176,8 +191,26 @@ class _ReplyReader:
                 return line.decode(self._encoding, "surrogateescape")
             self._buf += chunk
 
+    def _count(self, size: int) -> None:
+        self._reply_bytes += size
+        if self._reply_bytes > limits.REPLY_MAX_BYTES:
+            raise LimitExceededError(
+                f"{self._where}: the server's reply exceeds {limits.REPLY_MAX_BYTES} bytes (reply size limit); "
+                "the connection is closed",
+                limit="reply bytes",
+            )
+
     def close(self) -> None:
         """Nothing to release (the socket is closed by ``ftplib``)."""
+
+
+class _ListingLimit(Exception):
+    """Internal: a listing hit a bound (becomes :class:`LimitExceededError` once the server's reply is read)."""
+
+    def __init__(self, limit: str, detail: str) -> None:
+        super().__init__(detail)
+        self.limit = limit
+        self.detail = detail
 
 
 class _FTPTLS(ftplib.FTP_TLS):
@@ -207,6 +240,30 @@ class _FTPTLS(ftplib.FTP_TLS):
         if isinstance(self.file, _ReplyReader):
             self.file.start_reply()
         return super().getresp()
+
+    @contextlib.contextmanager
+    def deadline(self, deadline: float) -> Iterator[None]:
+        """Bound every reply, connect and handshake inside the block by *deadline* (one operation, as a whole)."""
+        reader = self.file
+        if not isinstance(reader, _ReplyReader):
+            yield
+            return
+        previous, reader.op_deadline = reader.op_deadline, deadline
+        try:
+            yield
+        finally:
+            reader.op_deadline = previous
+
+    def _time_left(self) -> float:
+        """The socket timeout for the next step: ``conn_timeout``, or less inside :meth:`deadline`."""
+        timeout = float(self.timeout or 0) or 60.0  # always set by FTPSClient (conn_timeout)
+        reader = self.file
+        if isinstance(reader, _ReplyReader) and reader.op_deadline is not None:
+            left = reader.op_deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the operation's deadline has passed")
+            timeout = min(timeout, left)
+        return timeout
 
     # -- the clear-text guard ------------------------------------------------
 
@@ -272,7 +329,9 @@ class _FTPTLS(ftplib.FTP_TLS):
         if not isinstance(self.sock, ssl.SSLSocket) or not self.data_protected:
             raise SecurityPolicyError("refusing to open a data connection before PROT P is in force")
         host, port = self.makepasv()
-        raw = socket.create_connection((host, port), self.timeout, source_address=self.source_address)
+        # Inside deadline() the connect and the TLS handshake below get only the time left (the handshake
+        # is bounded as a whole by the socket timeout: CPython's ssl module keeps one deadline across reads).
+        raw = socket.create_connection((host, port), self._time_left(), source_address=self.source_address)
         try:
             raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if rest is not None:
@@ -340,7 +399,12 @@ class FTPSClient(ClosingClient):
         self._mtime_command: str | None = None
         #: False once the server reported another time than the one just set (see SupportsSetMtime).
         self.mtime_trusted = True
-        self._connect()
+        try:
+            self._connect()
+        except BaseException as exc:
+            # AUTH TLS / PROT P refusals are raised outside _errors(): scrub what they chain too.
+            scrub_secrets(exc, (settings.password,))
+            raise
 
     # ------------------------------------------------------------------ session
 
@@ -365,7 +429,7 @@ class FTPSClient(ClosingClient):
                     raise
                 ftp.sock = sock
                 # ftplib only calls readline() and close() on .file.
-                ftp.file = _ReplyReader(sock, settings.encoding, settings.conn_timeout)  # type: ignore[assignment]
+                ftp.file = _ReplyReader(sock, settings.encoding, settings.conn_timeout, self._where)  # type: ignore[assignment]
                 self.welcome = self._scrub(ftp.getresp())
                 if not self.welcome.startswith("220"):
                     raise TransportError(f"{self._where}: unexpected greeting {self.welcome[:200]!r}")
@@ -405,7 +469,7 @@ class FTPSClient(ClosingClient):
         assert ftp.file is not None and ftp.sock is not None
         ftp.file.close()
         ftp.sock = self._context.wrap_socket(ftp.sock, server_hostname=ftp.server_hostname)
-        ftp.file = _ReplyReader(ftp.sock, ftp.encoding, self.settings.conn_timeout)  # type: ignore[assignment]
+        ftp.file = _ReplyReader(ftp.sock, ftp.encoding, self.settings.conn_timeout, self._where)  # type: ignore[assignment]
 
     def _login(self, ftp: _FTPTLS) -> None:
         user = self.settings.login or "anonymous"
@@ -494,10 +558,7 @@ class FTPSClient(ClosingClient):
 
     def _scrub(self, text: str) -> str:
         """Remove the password from server text that is going into a message (some servers echo input)."""
-        password = self.settings.password
-        if password and len(password) >= 3:
-            text = text.replace(password, "***")
-        return text
+        return scrub_text(text, (self.settings.password,))
 
     def _ftp_error(self, exc: ftplib.Error, what: str, path: str | None) -> SecureTransferError:
         reply = self._scrub(str(exc)).strip()[:300]
@@ -531,6 +592,8 @@ class FTPSClient(ClosingClient):
         try:
             yield
         except SecureTransferError as exc:
+            # Ours, but maybe chained to a library error that holds a server reply: scrub them all.
+            scrub_secrets(exc, (self.settings.password,))
             if isinstance(exc, (TransportError, VerificationError)):
                 # A data-channel handshake that failed (pin, certificate) leaves the server's
                 # reply to the transfer command unread: the control stream is out of step.
@@ -539,11 +602,12 @@ class FTPSClient(ClosingClient):
         except ftplib.Error as exc:
             # The reply becomes the message (scrubbed) and stays the __cause__: scrub it there too
             # (a server may echo the password; tracebacks and error reporters print the cause).
-            exc.args = tuple(self._scrub(str(a)) for a in exc.args)
+            scrub_secrets(exc, (self.settings.password,))
             raise self._ftp_error(exc, what, path) from exc
         except (OSError, EOFError) as exc:
             # Before ValueError: ssl.SSLCertVerificationError is both an OSError and a ValueError.
             # After a timeout or reset the reply stream may be mid-line: the connection is done.
+            scrub_secrets(exc, (self.settings.password,))
             self._broken = f"{type(exc).__name__} in {what}"
             where = f"{self._where} ({what}{' ' + path if path else ''})"
             if what == "connect" and isinstance(exc, ConnectionRefusedError):
@@ -633,11 +697,8 @@ class FTPSClient(ClosingClient):
         return self._listdir_fallback(path)
 
     def _child(self, path: str, name: str) -> str:
-        if not name or "/" in name or name in (".", "..") or "\x00" in name:
-            raise RemotePathError(
-                f"{self._where}: the listing of {path} contains the name {name[:80]!r}; refused", path=path
-            )
-        return posixpath.join(path, name)
+        # The same rules as for names we send (control characters, "\\", "C:"), plus one component only.
+        return listed_child(path, name, where=self._where)
 
     def _listdir_fallback(self, path: str) -> list[RemoteEntry]:
         # vsftpd has no MLSD; its LIST is 'ls -l' style with numeric owners.
@@ -680,19 +741,95 @@ class FTPSClient(ClosingClient):
         return result
 
     def _retr_lines(self, cmd: str, what: str, path: str) -> list[str]:
+        """Run the listing command *cmd*; return its non-empty lines (``CRLF`` or ``LF`` ended).
+
+        Bounded as a whole, not per read: the command, the data connection (connect, TLS handshake,
+        every byte) and the final reply within ``conn_timeout``; at most
+        :data:`~airflow_secure_transfer.transfer.limits.LISTING_MAX_ENTRIES` lines and
+        :data:`~airflow_secure_transfer.transfer.limits.LISTING_MAX_BYTES`. Past a bound the data
+        connection is closed and the server's final reply read (:meth:`_reply_after_abandon`), which
+        keeps the control connection usable, and :class:`LimitExceededError` is raised.
+        """
         ftp = self.ftp
-        chunks: list[bytes] = []
+        timeout = self.settings.conn_timeout
+        deadline = time.monotonic() + timeout
+        lines: list[str] = []
+        over: _ListingLimit | None = None
         with self._errors(what, path):
-            conn, _ = ftp.ntransfercmd(cmd)
+            with ftp.deadline(deadline):
+                conn, _ = ftp.ntransfercmd(cmd)
             with self._data(conn, what, path):
-                while True:
-                    data = conn.recv(BLOCK_SIZE)
-                    if not data:
-                        break
-                    chunks.append(data)
-            ftp.voidresp()
-        text = b"".join(chunks).decode(self.settings.encoding, errors="surrogateescape")
-        return [ln for ln in text.replace("\r\n", "\n").split("\n") if ln]
+                try:
+                    self._read_listing(conn, deadline, lines)
+                except _ListingLimit as exc:
+                    over = exc
+                    conn.close()  # abandoned: no close_notify (the server is still sending)
+            if over is None:
+                with ftp.deadline(deadline):
+                    ftp.voidresp()
+            else:
+                self._reply_after_abandon(what)
+        if over is not None:
+            raise LimitExceededError(
+                f"{self._where}: {what} {path}: {over.detail} ({over.limit} limit); listing abandoned",
+                limit=over.limit,
+            )
+        return lines
+
+    def _reply_after_abandon(self, what: str) -> None:
+        """Read the final reply of a transfer the client abandoned, whatever its code.
+
+        ``426``/``451`` (the server noticed), or ``226`` (it had handed everything to its socket
+        already): either way the control connection is in step again. Not under the operation's
+        deadline, which has passed: one more ``conn_timeout``; without a reply by then the
+        connection is unusable.
+        """
+        ftp = self._ftp
+        if ftp is None:
+            return
+        try:
+            ftp.getresp()
+        except ftplib.Error:
+            pass
+        except (OSError, EOFError, SecureTransferError):
+            self._broken = self._broken or f"no reply after an abandoned {what}"
+
+    def _read_listing(self, conn: socket.socket, deadline: float, lines: list[str]) -> None:
+        """Read a listing's data connection into *lines*; raise :class:`_ListingLimit` past a bound."""
+        encoding = self.settings.encoding
+        max_entries = limits.LISTING_MAX_ENTRIES
+        max_bytes = limits.LISTING_MAX_BYTES
+        pending = bytearray()
+        total = 0
+
+        def take(raw: bytes | bytearray) -> None:
+            line = raw[:-1] if raw.endswith(b"\r") else raw
+            if line:
+                lines.append(bytes(line).decode(encoding, errors="surrogateescape"))
+                if len(lines) > max_entries:
+                    raise _ListingLimit("listing entries", f"more than {max_entries} entries")
+
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _ListingLimit("conn_timeout", f"not complete within {self.settings.conn_timeout:g} s")
+            conn.settimeout(left)
+            try:
+                data = conn.recv(BLOCK_SIZE)
+            except TimeoutError:
+                raise _ListingLimit("conn_timeout", f"not complete within {self.settings.conn_timeout:g} s") from None
+            if not data:
+                break
+            total += len(data)
+            if total > max_bytes:
+                raise _ListingLimit("listing bytes", f"more than {max_bytes} bytes")
+            pending += data
+            end = pending.rfind(b"\n")
+            if end >= 0:
+                for raw in pending[:end].split(b"\n"):
+                    take(raw)
+                del pending[: end + 1]
+        take(pending)
 
     @contextlib.contextmanager
     def _data(self, conn: socket.socket, what: str, path: str) -> Iterator[None]:

@@ -65,7 +65,7 @@ import stat as stat_module
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
@@ -75,6 +75,7 @@ from airflow_secure_transfer.exceptions import (
     AuthenticationError,
     ConfigurationError,
     IntegrityError,
+    LimitExceededError,
     RemotePathError,
     RemoteStorageFullError,
     SecureTransferError,
@@ -83,6 +84,7 @@ from airflow_secure_transfer.exceptions import (
     TransferTimeout,
     TransportError,
     VerificationError,
+    scrub_secrets,
 )
 from airflow_secure_transfer.security.hostkeys import (
     CIPHERS,
@@ -92,8 +94,9 @@ from airflow_secure_transfer.security.hostkeys import (
     HostKey,
     HostKeyTrust,
 )
+from airflow_secure_transfer.transfer import limits
 from airflow_secure_transfer.transfer.base import Checksum, ClosingClient, ProgressCallback, RemoteEntry
-from airflow_secure_transfer.transfer.paths import check_name
+from airflow_secure_transfer.transfer.paths import check_name, listed_child
 
 if TYPE_CHECKING:
     from airflow_secure_transfer.security.policy import SFTPSettings
@@ -800,7 +803,9 @@ class SFTPClient(ClosingClient):
         try:
             # The coroutine is bounded on the loop; the extra margin here only guards a stuck loop.
             return future.result(backstop if timeout is None else timeout + 5.0)
-        except SecureTransferError:
+        except SecureTransferError as exc:
+            # Ours, but built from server text (a disconnect reason) and chained to asyncssh's error.
+            scrub_secrets(exc, self._secrets)
             raise
         except (TimeoutError, concurrent.futures.TimeoutError):
             future.cancel()
@@ -816,8 +821,17 @@ class SFTPClient(ClosingClient):
 
         return self._run(run(), timeout=self._timeout, what=what, path=path)
 
+    @property
+    def _secrets(self) -> tuple[str | None, ...]:
+        return (self._settings.password, self._settings.private_key_passphrase)
+
     def _translate(self, exc: BaseException, what: str, path: str | None) -> BaseException:
-        """Map an asyncssh / socket error to our hierarchy (messages name paths and codes only)."""
+        """Map an asyncssh / socket error to our hierarchy (messages name paths and codes only).
+
+        The server's text (an SFTP status message, a disconnect reason) may echo the password: it is
+        scrubbed in *exc* itself, which stays reachable as the translation's ``__cause__``.
+        """
+        scrub_secrets(exc, self._secrets)
         where = self._where
         target = f" {path}" if path else ""
         if isinstance(exc, asyncssh.SFTPError):
@@ -877,25 +891,93 @@ class SFTPClient(ClosingClient):
         """List directory *path* (without ``.`` and ``..``), sorted by name.
 
         :raises RemotePathError: *path* is missing or not a directory, or the server listed a name
-            containing ``/``, NUL, CR or LF (a listing must not lead outside the directory).
+            that :func:`~airflow_secure_transfer.transfer.paths.listed_child` refuses (``/``, a control
+            character, ``\\``, a drive prefix: a listing must not lead outside the directory).
         """
         check_name(path)
         sftp = self.sftp
-        names = self._call(lambda: sftp.readdir(path), "list", path)
+        names = self._run(
+            self._read_listing(sftp, path), timeout=None, what="list", path=path, backstop=self._timeout + 5.0
+        )
         base = path.rstrip("/") or "/"
         entries = []
         for name in names:
             filename = name.filename if isinstance(name.filename, str) else name.filename.decode("utf-8", "replace")
             if filename in (".", ".."):
                 continue
-            if "/" in filename or any(c in filename for c in "\x00\r\n"):
-                raise RemotePathError(
-                    f"{self._where}: the listing of {path} contains an unsafe name {filename!r}; refused", path=path
-                )
-            full = f"{base}/{filename}" if base != "/" else f"/{filename}"
-            entries.append(_entry(full, name.attrs))
+            entries.append(_entry(listed_child(base, filename, where=self._where), name.attrs))
         entries.sort(key=lambda e: e.path)
         return entries
+
+    async def _read_listing(self, sftp: asyncssh.SFTPClient, path: str) -> list[asyncssh.SFTPName]:
+        """Read directory *path* within ``conn_timeout`` as a whole, at most ``LISTING_MAX_ENTRIES`` names
+        and ``LISTING_MAX_BYTES`` of names (a server can answer ``READDIR`` with names forever, or slowly).
+
+        The reading runs in a task of its own, so that neither bound waits for the server: asyncssh's
+        ``scandir`` closes the directory handle (one more request) on its way out, and a server busy
+        dripping names answers that late or never. The handle is closed in the background; the session
+        stays usable (requests are matched to answers by id).
+
+        :raises LimitExceededError: past a bound.
+        """
+        max_entries = limits.LISTING_MAX_ENTRIES
+        max_bytes = limits.LISTING_MAX_BYTES
+        where = f"{self._where}: list {path}"
+        names: list[asyncssh.SFTPName] = []
+        outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def finish(error: BaseException | None) -> None:
+            if not outcome.done():
+                outcome.set_result(None) if error is None else outcome.set_exception(error)
+
+        async def read() -> None:
+            size = 0
+            try:
+                # scandir is an async generator (typed as an iterator): aclosing() closes the handle early.
+                listing_gen = cast("AsyncGenerator[asyncssh.SFTPName, None]", sftp.scandir(path))
+                async with contextlib.aclosing(listing_gen) as listing:
+                    async for name in listing:
+                        names.append(name)
+                        size += len(name.filename) + len(name.longname or "")
+                        if len(names) > max_entries:
+                            finish(
+                                LimitExceededError(
+                                    f"{where}: more than {max_entries} entries (listing entries limit); "
+                                    "listing abandoned",
+                                    limit="listing entries",
+                                )
+                            )
+                            return
+                        if size > max_bytes:
+                            finish(
+                                LimitExceededError(
+                                    f"{where}: more than {max_bytes} bytes of names (listing bytes limit); "
+                                    "listing abandoned",
+                                    limit="listing bytes",
+                                )
+                            )
+                            return
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                finish(exc)
+                return
+            finish(None)
+
+        task = asyncio.ensure_future(read())
+        task.add_done_callback(_retrieve)
+        try:
+            await asyncio.wait_for(asyncio.shield(outcome), self._timeout)
+        except TimeoutError:
+            task.cancel()
+            raise LimitExceededError(
+                f"{where}: not complete within {self._timeout:g} s (conn_timeout limit); listing abandoned",
+                limit="conn_timeout",
+            ) from None
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        return names
 
     def makedirs(self, path: str) -> None:
         """Create directory *path* and any missing parents; an existing directory is fine."""

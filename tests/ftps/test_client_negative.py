@@ -233,7 +233,22 @@ def test_pasv_address_from_the_server_is_ignored(tls_context_for: MakeCtx, hosti
         assert [peer for peer, _ in server.data_connections] == ["127.0.0.1"]
 
 
-@pytest.mark.parametrize("name", ["../../etc/passwd", "a/b", ".."])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../../etc/passwd",
+        "a/b",
+        "..",
+        # Names from the server obey the rules for names sent to it (issue #12, items 9 and 10).
+        "evil\rDELE x",
+        "esc\x1b[2J\x1b[Hfake.txt",
+        "tab\tname",
+        "csi\u009b31m",
+        "..\\..\\etc\\passwd",
+        "C:\\Windows\\win.ini",
+        "c:evil.txt",
+    ],
+)
 def test_hostile_listing_names_are_refused(tls_context_for: MakeCtx, hostile_ca: trustme.CA, name: str) -> None:
     listing = ["type=file;size=1; good.txt", f"type=file;size=1; {name}"]
     with run_hostile_ftp("tls", tls_context=tls_context_for(), listing=listing) as server:

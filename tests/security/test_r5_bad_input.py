@@ -137,6 +137,67 @@ def test_local_file_names_that_would_inject_commands_are_refused(target: Target,
     assert _files(target.root) == ["victim.txt"], "nothing may be uploaded when the plan has a bad name"
 
 
+@pytest.mark.parametrize(
+    "remote",
+    ["jail/..\\..\\etc\\passwd", "jail/sub\\..\\..\\x.csv", "jail/C:\\Windows\\x.csv", "jail/C:/x.csv", "jail/c:x.csv"],
+)
+def test_backslash_and_drive_prefix_in_remote_paths_are_refused_before_sending(
+    target: Target, tmp_path: Path, remote: str
+) -> None:
+    """``..\\..\\etc`` stays inside remote_root by POSIX rules but escapes it on a Windows server."""
+    src = write_random(tmp_path / "data.csv", 1000)
+    jail = target.remote("jail")
+    before = target.commands()
+    with pytest.raises(RemotePathError, match=r"backslash|drive prefix") as err:
+        upload(target.connect, str(src), target.remote(remote), remote_root=jail)
+    assert err.value.path is not None
+    assert target.commands() == before, "something was sent for a refused path"
+    assert _files(target.root) == []
+
+
+@pytest.mark.parametrize("bad", ["..\\..\\evil.txt", "C:evil.txt", "esc\x1b[2Jname.txt", "tab\tname.txt"])
+def test_local_file_names_that_escape_on_windows_or_carry_controls_are_refused(
+    target: Target, tmp_path: Path, bad: str
+) -> None:
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "fine.csv").write_text("ok")
+    (tree / bad).write_text("payload")
+    with pytest.raises(RemotePathError, match=r"backslash|drive prefix|control U"):
+        upload(target.connect, str(tree), target.remote("inbox/"))
+    assert _files(target.root) == [], "nothing may be uploaded when the plan has a bad name"
+
+
+HOSTILE_ON_DISK = ["esc\x1b[2J\x1b[Hfake.txt", "tab\tname.txt", "bell\x07.txt", "..\\..\\win.ini", "C:evil.txt"]
+
+
+def test_listed_names_pass_the_rules_for_names_sent(any_server: FTPSServer | SFTPServer) -> None:
+    """Names a real server lists obey the rules for names we send (issue #12, items 9 and 10): a listing
+    with a control character, a backslash or a drive prefix is refused as a whole, never returned."""
+    from airflow_secure_transfer.transfer.paths import name_problem
+    from tests.contract._support import client_for, settings_for
+
+    base = any_server.writable_dir.rstrip("/")
+    for i, name in enumerate(HOSTILE_ON_DISK):
+        local = any_server.local_path(f"{base}/d{i}")
+        local.mkdir(parents=True, exist_ok=True)
+        (local / "fine.txt").write_text("ok")
+        (local / name).write_text("x")
+    refused = []
+    with client_for(settings_for(any_server)) as fs:
+        for i, name in enumerate(HOSTILE_ON_DISK):
+            try:
+                entries = fs.listdir(f"{base}/d{i}")
+            except RemotePathError as exc:
+                assert exc.path == f"{base}/d{i}"
+                refused.append(name)
+                continue
+            # A server may mangle such a name itself (vsftpd prints "?"); what it lists must then be safe.
+            unsafe = [e.path for e in entries if name_problem(e.path)]
+            assert not unsafe, f"{any_server.name}: the listing returned {unsafe!r}"
+    assert refused, f"{any_server.name} mangled every hostile name: the test proves nothing there"
+
+
 def test_operator_applies_remote_root(
     relayed_ftps: Callable[..., tuple[FTPSServer, Relay]], airflow_conn: Callable[..., str], tmp_path: Path
 ) -> None:

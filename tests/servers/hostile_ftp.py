@@ -48,6 +48,18 @@ Behaviours (``behaviour=``):
 
 With ``listing=[...]`` (TLS behaviours), ``FEAT`` advertises ``MLST`` and ``MLSD``
 sends exactly those lines (for hostile listings: ``../x``, ``a/b``).
+
+With ``listing_how=`` (TLS behaviours; ``FEAT`` advertises ``MLST``), ``MLSD`` misbehaves on the data
+connection, then answers ``426`` once the client has closed it (``226`` if it read everything):
+
+``"drip"``
+    An endless listing, one byte every ``drip_interval`` seconds (each read is quick; the whole never ends).
+``"flood_bytes"``
+    Lines with 4,000-character names as fast as the client reads, up to ``flood_total`` bytes.
+``"flood_entries"``
+    Short lines (``type=file;size=1; fN``) as fast as the client reads, up to ``flood_total`` bytes.
+
+:attr:`HostileFTPServer.listing_sent` counts the listing bytes the server managed to send.
 """
 
 from __future__ import annotations
@@ -130,6 +142,15 @@ class HostileFTPServer:
     connections: int = 0
     #: MLSD lines to send (None: no MLST/MLSD offered).
     listing: list[str] | None = None
+    #: How MLSD misbehaves (see the module docstring), with its parameters.
+    listing_how: str | None = None
+    drip_interval: float = 0.2
+    flood_total: int = 16 * 1024 * 1024
+    #: The reply after a hostile listing the client abandoned: ``"426"`` (default) or ``"226"`` (a server
+    #: that had handed the whole listing to its socket before the client closed).
+    listing_final: str = "426"
+    #: Listing bytes sent so far (all MLSD transfers).
+    listing_sent: int = 0
     _idle: threading.Condition = field(default_factory=threading.Condition, repr=False)
     _active: int = field(default=0, repr=False)
 
@@ -241,7 +262,7 @@ class _Session:
                     self.send("503 Already using TLS.")
             elif verb == "FEAT":
                 feats = [] if behaviour in ("no_auth_tls", "strip_auth") else [" AUTH TLS", " PBSZ", " PROT"]
-                if self.info.listing is not None:
+                if self.info.listing is not None or self.info.listing_how is not None:
                     feats.append(" MLST type*;size*;")
                 self.send("211-Features:")
                 for feat in [*feats, " EPSV", " PASV", " UTF8"]:
@@ -288,7 +309,11 @@ class _Session:
         try:
             if self.prot_p:
                 conn = self.server.tls_context.wrap_socket(conn, server_side=True)
-            if verb == "MLSD":
+            if verb == "MLSD" and self.info.listing_how is not None:
+                if not self.misbehave_listing(conn) and self.info.listing_final == "426":
+                    self.send("426 Connection closed; transfer aborted.")
+                    return
+            elif verb == "MLSD":
                 conn.sendall("".join(f"{ln}\r\n" for ln in self.info.listing or []).encode())
             elif verb == "LIST":
                 conn.sendall(b"-rw-r--r--    1 0        0               1 Nov 28 09:01 file.txt\r\n")
@@ -314,6 +339,38 @@ class _Session:
         finally:
             conn.close()
         self.send("226 Transfer complete.")
+
+    def misbehave_listing(self, conn: socket.socket) -> bool:
+        """Send a hostile listing (see the module docstring); False once the client closed the connection."""
+        info = self.info
+        stopping = self.server.stopping
+        try:
+            if info.listing_how == "drip":
+                i = 0
+                while not stopping.wait(info.drip_interval):
+                    line = f"type=file;size=1; drip{i}.txt\r\n".encode()
+                    for byte in line:
+                        if stopping.wait(info.drip_interval):
+                            return False
+                        conn.sendall(bytes([byte]))
+                        with self.server.lock:
+                            info.listing_sent += 1
+                    i += 1
+                return False
+            i = 0
+            while info.listing_sent < info.flood_total and not stopping.is_set():
+                if info.listing_how == "flood_bytes":
+                    chunk = "".join(f"type=file;size=1; {i + k:08d}{'x' * 4000}\r\n" for k in range(16))
+                else:
+                    chunk = "".join(f"type=file;size=1; f{i + k}\r\n" for k in range(2000))
+                data = chunk.encode()
+                conn.sendall(data)
+                with self.server.lock:
+                    info.listing_sent += len(data)
+                i += 2000
+        except (OSError, ssl.SSLError):
+            return False
+        return True
 
 
 class _Runner:
@@ -376,6 +433,9 @@ def run_hostile_ftp(
     tls_context: ssl.SSLContext | None = None,
     implicit: bool = False,
     listing: list[str] | None = None,
+    listing_how: str | None = None,
+    flood_total: int = 16 * 1024 * 1024,
+    listing_final: str = "426",
 ) -> Iterator[HostileFTPServer]:
     """Start a hostile FTP server on ``127.0.0.1:0``; stop it on exit.
 
@@ -384,10 +444,22 @@ def run_hostile_ftp(
         (for ``"tls11_only"``: one from :func:`tls11_server_context`).
     :param implicit: TLS from the first byte instead of ``AUTH TLS``.
     :param listing: MLSD lines to serve (and advertise MLST); default: no MLSD.
+    :param listing_how: ``"drip"``, ``"flood_bytes"`` or ``"flood_entries"``: a hostile MLSD.
+    :param flood_total: where a flood stops (a bound on the test's own resources).
+    :param listing_final: the reply after an abandoned hostile listing (``"426"`` or ``"226"``).
     """
     if behaviour not in BEHAVIOURS:
         raise ValueError(f"unknown behaviour {behaviour!r}; one of {BEHAVIOURS}")
-    info = HostileFTPServer(behaviour=behaviour, host=HOST, port=0, implicit=implicit, listing=listing)
+    info = HostileFTPServer(
+        behaviour=behaviour,
+        host=HOST,
+        port=0,
+        implicit=implicit,
+        listing=listing,
+        listing_how=listing_how,
+        flood_total=flood_total,
+        listing_final=listing_final,
+    )
     runner = _Runner(info, tls_context)
     info.port = int(runner.listener.getsockname()[1])
     thread = threading.Thread(target=runner.serve, daemon=True, name="hostile-ftp")
