@@ -37,7 +37,8 @@ def test_a_verification_error_fails_the_task_once_and_a_transport_error_is_retri
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         closed_port = s.getsockname()[1]  # closed again: nothing listens there
-    unreachable = json.loads(asyncssh_server.conn_json(fields={"port": closed_port}))
+    # conn_timeout 0.5: a refused connection is waited for (busy-server back-off) up to 4 x conn_timeout per try
+    unreachable = json.loads(asyncssh_server.conn_json(fields={"port": closed_port}, conn_timeout=0.5))
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW__", "AIRFLOW_HOME"))}
     env = {
         **base,
