@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
 from airflow_secure_transfer.exceptions import IntegrityError, LocalPathError, SecureTransferError
-from airflow_secure_transfer.transfer.paths import resolve_remote
+from airflow_secure_transfer.security.paths import resolve_remote
 
 if TYPE_CHECKING:
     from typing import Self

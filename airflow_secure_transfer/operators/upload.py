@@ -306,7 +306,7 @@ def _apply_server_pool(server_pool: str | None, max_connections: int | None, kwa
             f"server_pool={server_pool!r} and pool={pool!r} disagree: server_pool sets the pool; drop one of them"
         )
     kwargs["pool"] = server_pool
-    from airflow_secure_transfer.security.policy import DEFAULT_MAX_CONNECTIONS
+    from airflow_secure_transfer.security.settings import DEFAULT_MAX_CONNECTIONS
 
     slots = DEFAULT_MAX_CONNECTIONS if max_connections is None else max_connections
     if kwargs.get("pool_slots") not in (None, slots):

@@ -3,7 +3,7 @@
 A transport (``FTPSClient``, ``SFTPClient``) is a *connected* client of one
 server. It is used from one thread at a time; the engine opens several for
 parallel work. Paths given to it are absolute POSIX paths already checked by
-:func:`airflow_secure_transfer.transfer.paths.resolve_remote`.
+:func:`airflow_secure_transfer.security.paths.resolve_remote`.
 
 Every method is bounded by the connection's ``conn_timeout`` and raises only
 :mod:`airflow_secure_transfer.exceptions` classes.

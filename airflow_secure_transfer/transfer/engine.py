@@ -86,6 +86,7 @@ from airflow_secure_transfer.exceptions import (
     SecureTransferError,
     TransportError,
 )
+from airflow_secure_transfer.security.paths import check_name, resolve_remote
 from airflow_secure_transfer.transfer.backoff import connect_with_backoff
 from airflow_secure_transfer.transfer.base import (
     RemoteEntry,
@@ -99,7 +100,6 @@ from airflow_secure_transfer.transfer.base import (
 )
 from airflow_secure_transfer.transfer.local import LocalFile, LocalSource, expand_local, under_root
 from airflow_secure_transfer.transfer.options import OVERWRITE_MODES, VERIFY_MODES, validate_options
-from airflow_secure_transfer.transfer.paths import check_name, resolve_remote
 
 if TYPE_CHECKING:
     from hashlib import _Hash

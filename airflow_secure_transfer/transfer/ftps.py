@@ -77,11 +77,11 @@ from airflow_secure_transfer.exceptions import (
     scrub_secrets,
     scrub_text,
 )
+from airflow_secure_transfer.security.paths import check_name, listed_child
 from airflow_secure_transfer.security.policy import TLSMode
 from airflow_secure_transfer.security.tls import TLSInfo, build_ssl_context, classify_ssl_error, describe_tls
 from airflow_secure_transfer.transfer import limits
 from airflow_secure_transfer.transfer.base import Checksum, ClosingClient, ProgressCallback, RemoteEntry
-from airflow_secure_transfer.transfer.paths import check_name, listed_child
 
 if TYPE_CHECKING:
     from airflow_secure_transfer.security.policy import FTPSSettings

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Final
 
 from airflow_secure_transfer.exceptions import ConfigurationError
+from airflow_secure_transfer.security.settings import MAX_MAX_CONNECTIONS
 
 __all__ = ["OVERWRITE_MODES", "VERIFY_MODES", "validate_options"]
 
@@ -30,6 +31,10 @@ def validate_options(*, overwrite: str, verify: str, max_connections: int | None
     if verify not in VERIFY_MODES:
         raise ConfigurationError(f"verify must be one of {', '.join(map(repr, VERIFY_MODES))}, got {verify!r}")
     if max_connections is not None and (
-        isinstance(max_connections, bool) or not isinstance(max_connections, int) or not 1 <= max_connections <= 64
+        isinstance(max_connections, bool)
+        or not isinstance(max_connections, int)
+        or not 1 <= max_connections <= MAX_MAX_CONNECTIONS
     ):
-        raise ConfigurationError(f"max_connections must be a whole number from 1 to 64, got {max_connections!r}")
+        raise ConfigurationError(
+            f"max_connections must be a whole number from 1 to {MAX_MAX_CONNECTIONS}, got {max_connections!r}"
+        )

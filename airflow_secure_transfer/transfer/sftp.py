@@ -94,9 +94,9 @@ from airflow_secure_transfer.security.hostkeys import (
     HostKey,
     HostKeyTrust,
 )
+from airflow_secure_transfer.security.paths import check_name, listed_child
 from airflow_secure_transfer.transfer import limits
 from airflow_secure_transfer.transfer.base import Checksum, ClosingClient, ProgressCallback, RemoteEntry
-from airflow_secure_transfer.transfer.paths import check_name, listed_child
 
 if TYPE_CHECKING:
     from airflow_secure_transfer.security.policy import SFTPSettings
@@ -891,7 +891,7 @@ class SFTPClient(ClosingClient):
         """List directory *path* (without ``.`` and ``..``), sorted by name.
 
         :raises RemotePathError: *path* is missing or not a directory, or the server listed a name
-            that :func:`~airflow_secure_transfer.transfer.paths.listed_child` refuses (``/``, a control
+            that :func:`~airflow_secure_transfer.security.paths.listed_child` refuses (``/``, a control
             character, ``\\``, a drive prefix: a listing must not lead outside the directory).
         """
         check_name(path)

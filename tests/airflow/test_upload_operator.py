@@ -72,9 +72,26 @@ def test_module_import_is_light() -> None:
         "heavy = sorted(m for m in new if m.split('.')[0] in ('paramiko', 'asyncssh', 'ftplib', 'ssl', 'OpenSSL')\n"
         "    or m.startswith(('airflow_secure_transfer.hooks', 'airflow_secure_transfer.transfer.ftps',\n"
         "                     'airflow_secure_transfer.transfer.sftp', 'airflow_secure_transfer.security',\n"
-        "                     'airflow_secure_transfer.transfer.engine', 'airflow_secure_transfer.transfer.local')))\n"
+        "                     'airflow_secure_transfer.transfer.engine', 'airflow_secure_transfer.transfer.local'))\n"
+        # The settings types and shared bounds: standard library only (enum, dataclasses).
+        "    and m not in ('airflow_secure_transfer.security', 'airflow_secure_transfer.security.settings'))\n"
         "print(heavy)\n"
         "sys.exit(1 if heavy else 0)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_settings_module_imports_only_the_standard_library() -> None:
+    code = (
+        "import sys\n"
+        "before = set(sys.modules)\n"
+        "import airflow_secure_transfer.security.settings\n"
+        "new = sorted(m for m in set(sys.modules) - before if m.startswith(('airflow', 'paramiko', 'asyncssh',\n"
+        "    'cryptography', 'ssl', 'ftplib')) and m not in ('airflow_secure_transfer',\n"
+        "    'airflow_secure_transfer.security', 'airflow_secure_transfer.security.settings'))\n"
+        "print(new)\n"
+        "sys.exit(1 if new else 0)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

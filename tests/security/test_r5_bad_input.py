@@ -174,7 +174,7 @@ HOSTILE_ON_DISK = ["esc\x1b[2J\x1b[Hfake.txt", "tab\tname.txt", "bell\x07.txt", 
 def test_listed_names_pass_the_rules_for_names_sent(any_server: FTPSServer | SFTPServer) -> None:
     """Names a real server lists obey the rules for names we send (issue #12, items 9 and 10): a listing
     with a control character, a backslash or a drive prefix is refused as a whole, never returned."""
-    from airflow_secure_transfer.transfer.paths import name_problem
+    from airflow_secure_transfer.security.paths import name_problem
     from tests.contract._support import client_for, settings_for
 
     base = any_server.writable_dir.rstrip("/")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from airflow_secure_transfer.exceptions import RemotePathError
-from airflow_secure_transfer.transfer.paths import check_name, listed_child, name_problem, resolve_remote
+from airflow_secure_transfer.security.paths import check_name, listed_child, name_problem, resolve_remote
 
 
 @pytest.mark.parametrize(
