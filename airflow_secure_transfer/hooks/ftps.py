@@ -1,6 +1,7 @@
 """``SecureFTPSHook``: an Airflow connection -> validated settings -> a verified FTPS client.
 
-The hook is thin: :func:`~airflow_secure_transfer.security.policy.parse_ftps_settings`
+The hook is thin: :func:`~airflow_secure_transfer.hooks.resolve.ftps_settings_from_connection`
+(:func:`~airflow_secure_transfer.security.policy.parse_ftps_settings`)
 decides what a connection may say, :class:`~airflow_secure_transfer.transfer.ftps.FTPSClient`
 does the protocol. It accepts connections of type ``secure_ftps`` and of the stock
 ``ftp`` type (always upgraded to TLS: explicit ``AUTH TLS`` unless ``tls_mode``
@@ -19,22 +20,13 @@ from airflow.sdk import BaseHook
 
 from airflow_secure_transfer.exceptions import LimitExceededError, RemotePathError, SecureTransferError
 from airflow_secure_transfer.hooks._files import RemoteFileMethods
-from airflow_secure_transfer.security.policy import parse_ftps_settings
+from airflow_secure_transfer.hooks.resolve import ftps_settings_from_connection
 
 if TYPE_CHECKING:
     from airflow_secure_transfer.security.policy import FTPSSettings
     from airflow_secure_transfer.transfer.ftps import FTPSClient
 
 __all__ = ["SecureFTPSHook"]
-
-
-def _mask(secret: str | None) -> None:
-    """Register *secret* with Airflow's log masker (task logs and the supervisor's)."""
-    if not secret:
-        return
-    from airflow.sdk.log import mask_secret
-
-    mask_secret(secret)
 
 
 class SecureFTPSHook(RemoteFileMethods, BaseHook):
@@ -81,23 +73,7 @@ class SecureFTPSHook(RemoteFileMethods, BaseHook):
         :raises SecurityPolicyError: a setting that would weaken security.
         """
         if self._settings is None:
-            conn = self.get_connection(self.ftps_conn_id)
-            _mask(conn.password)
-            extras = conn.extra_dejson
-            if isinstance(extras, dict):
-                client_key = extras.get("client_key")
-                if isinstance(client_key, str):
-                    _mask(client_key)
-            settings = parse_ftps_settings(
-                conn_type=conn.conn_type,
-                host=conn.host,
-                port=conn.port,
-                login=conn.login,
-                password=conn.password,
-                extras=extras,
-            )
-            _mask(settings.client_key)  # the key text, also when the extra was a path
-            self._settings = settings
+            self._settings = ftps_settings_from_connection(self.get_connection(self.ftps_conn_id))
         return self._settings
 
     def get_fs(self) -> FTPSClient:

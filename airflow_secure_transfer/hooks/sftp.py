@@ -1,6 +1,7 @@
 """``SecureSFTPHook``: an Airflow connection -> validated settings -> a verified SFTP client.
 
-The hook is thin: :func:`~airflow_secure_transfer.security.policy.parse_sftp_settings`
+The hook is thin: :func:`~airflow_secure_transfer.hooks.resolve.sftp_settings_from_connection`
+(:func:`~airflow_secure_transfer.security.policy.parse_sftp_settings`)
 decides what a connection may say, :class:`~airflow_secure_transfer.transfer.sftp.SFTPClient`
 does the protocol (asyncssh on a private event loop), and the upload engine does
 atomic, verified, resumable uploads.
@@ -31,24 +32,13 @@ from airflow.sdk import BaseHook
 
 from airflow_secure_transfer.exceptions import SecureTransferError
 from airflow_secure_transfer.hooks._files import RemoteFileMethods
-from airflow_secure_transfer.security.policy import parse_sftp_settings
+from airflow_secure_transfer.hooks.resolve import sftp_settings_from_connection
 
 if TYPE_CHECKING:
     from airflow_secure_transfer.security.policy import SFTPSettings
     from airflow_secure_transfer.transfer.sftp import SFTPClient
 
 __all__ = ["SecureSFTPHook"]
-
-_SECRET_EXTRAS = ("private_key", "private_key_passphrase")
-
-
-def _mask(secret: object) -> None:
-    """Register *secret* with Airflow's log masker (task logs and the supervisor's)."""
-    if not isinstance(secret, str) or not secret:
-        return
-    from airflow.sdk.log import mask_secret
-
-    mask_secret(secret)
 
 
 class SecureSFTPHook(RemoteFileMethods, BaseHook):
@@ -99,22 +89,7 @@ class SecureSFTPHook(RemoteFileMethods, BaseHook):
             ``no_host_key_check``, ``allow_host_key_change``, a DSA key...).
         """
         if self._settings is None:
-            conn = self.get_connection(self.sftp_conn_id)
-            _mask(conn.password)
-            extras = conn.extra_dejson
-            if isinstance(extras, dict):
-                for key in _SECRET_EXTRAS:
-                    _mask(extras.get(key))
-            settings = parse_sftp_settings(
-                conn_type=conn.conn_type,
-                host=conn.host,
-                port=conn.port,
-                login=conn.login,
-                password=conn.password,
-                extras=extras,
-            )
-            _mask(settings.private_key)  # normalised text (literal "\n" replaced)
-            self._settings = settings
+            self._settings = sftp_settings_from_connection(self.get_connection(self.sftp_conn_id))
         return self._settings
 
     def get_fs(self) -> SFTPClient:

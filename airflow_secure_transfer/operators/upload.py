@@ -132,41 +132,11 @@ class SecureUploadOperator(BaseOperator):
 
     def _client_factory(self) -> tuple[Callable[[], RemoteFS], str | None, int, float]:
         """Resolve the connection into a client factory, its remote_root, connection cap and conn_timeout."""
-        from airflow.sdk import BaseHook
+        from airflow_secure_transfer.hooks.resolve import resolve_connection
 
-        from airflow_secure_transfer.security.policy import FTPS_CONN_TYPES, SFTP_CONN_TYPES
-
-        conn = BaseHook.get_connection(self.conn_id)
-        conn_type = (conn.conn_type or "").strip().lower()
-        if conn_type in FTPS_CONN_TYPES:
-            from airflow_secure_transfer.hooks.ftps import SecureFTPSHook
-
-            ftps_settings = SecureFTPSHook(ftps_conn_id=self.conn_id).get_settings()
-            self._endpoint = ("ftps", ftps_settings.host, ftps_settings.port)
-
-            def ftps_client() -> RemoteFS:
-                from airflow_secure_transfer.transfer.ftps import FTPSClient
-
-                return FTPSClient(ftps_settings)
-
-            return ftps_client, ftps_settings.remote_root, ftps_settings.max_connections, ftps_settings.conn_timeout
-        if conn_type in SFTP_CONN_TYPES:
-            from airflow_secure_transfer.hooks.sftp import SecureSFTPHook
-
-            sftp_settings = SecureSFTPHook(sftp_conn_id=self.conn_id).get_settings()
-            self._endpoint = ("sftp", sftp_settings.host, sftp_settings.port)
-
-            def sftp_client() -> RemoteFS:
-                from airflow_secure_transfer.transfer.sftp import SFTPClient
-
-                return SFTPClient(sftp_settings)
-
-            return sftp_client, sftp_settings.remote_root, sftp_settings.max_connections, sftp_settings.conn_timeout
-        raise ConfigurationError(
-            f"connection {self.conn_id!r} has type {conn.conn_type!r}, which SecureUploadOperator does not accept; "
-            f"accepted types: {', '.join(FTPS_CONN_TYPES + SFTP_CONN_TYPES)} "
-            "(ftp connections are always upgraded to TLS)"
-        )
+        resolved = resolve_connection(self.conn_id, consumer="SecureUploadOperator")
+        self._endpoint = (resolved.scheme, resolved.host, resolved.port)
+        return resolved.connect, resolved.remote_root, resolved.max_connections, resolved.conn_timeout
 
     def _upload(self) -> list[TransferRecord]:
         from airflow_secure_transfer.transfer.backoff import BUSY_BUDGET_FACTOR
