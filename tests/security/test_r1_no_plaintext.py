@@ -35,9 +35,14 @@ def _check_capture(relay: Relay, content: bytes, needles: dict[str, bytes]) -> N
     capture = relay.captured()
     assert len(capture) > len(content), "the relay did not carry the transfer"
     # The detector itself must work: 64 bytes of the file at odd offsets, in noise, are found.
-    probe = os.urandom(33) + content[1001 : 1001 + 64] + os.urandom(35)
+    # The noise must not continue the run by chance (1 in 256 per side): its bytes next to the
+    # window are chosen to differ from the file's bytes there.
+    before = os.urandom(32) + bytes([content[1000] ^ 0xFF])
+    after = bytes([content[1001 + 64] ^ 0xFF]) + os.urandom(34)
+    probe = before + content[1001 : 1001 + 64] + after
     assert find_content(probe, content) == 33
-    assert find_content(probe[:-36] + os.urandom(36), content) is None  # 63 bytes are not a window
+    cut = before + content[1001 : 1001 + 63] + bytes([content[1001 + 63] ^ 0xFF]) + os.urandom(35)
+    assert find_content(cut, content) is None  # 63 bytes are not a window
     offset = find_content(capture, content)
     assert offset is None, f"file content in clear on the wire at capture offset {offset}"
     leaked = leaks_in(capture, needles)
