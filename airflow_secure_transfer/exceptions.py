@@ -16,6 +16,7 @@ callers can decide what to do from the class alone::
     ├── RemotePathError (.path)   not found, permission denied, exists retryable = False
     │   └── RemoteStorageFullError  disk full / quota                  retryable = True
     ├── LocalPathError (.path)    local source missing or unusable     retryable = False
+    │   └── LocalStorageFullError   local disk full (a download)       retryable = True
     └── IntegrityError            size or checksum mismatch            retryable = True
 
 The operator turns ``retryable = False`` into ``AirflowFailException`` so that
@@ -40,6 +41,7 @@ __all__ = [
     "IntegrityError",
     "LimitExceededError",
     "LocalPathError",
+    "LocalStorageFullError",
     "RemotePathError",
     "RemoteStorageFullError",
     "SecureTransferError",
@@ -135,6 +137,16 @@ class LocalPathError(SecureTransferError):
     def __init__(self, message: str, path: str | None = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+class LocalStorageFullError(LocalPathError):
+    """The local file system is full (or over quota) while a download writes to it.
+
+    Retryable: space may be freed before the next try. The run stops at once (the other
+    files would need space too); the final path is never touched.
+    """
+
+    retryable = True
 
 
 class IntegrityError(SecureTransferError):

@@ -69,12 +69,11 @@ import logging
 import math
 import os
 import posixpath
-import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import IO, TYPE_CHECKING, Any, Final, NoReturn, Protocol, cast
+from typing import IO, TYPE_CHECKING, Any, Final, NoReturn, cast
 
 from airflow_secure_transfer.exceptions import (
     ConfigurationError,
@@ -82,12 +81,10 @@ from airflow_secure_transfer.exceptions import (
     LimitExceededError,
     LocalPathError,
     RemotePathError,
-    RemoteStorageFullError,
     SecureTransferError,
     TransportError,
 )
 from airflow_secure_transfer.security.paths import check_name, resolve_remote
-from airflow_secure_transfer.transfer.backoff import connect_with_backoff
 from airflow_secure_transfer.transfer.base import (
     RemoteEntry,
     RemoteFS,
@@ -100,6 +97,18 @@ from airflow_secure_transfer.transfer.base import (
 )
 from airflow_secure_transfer.transfer.local import LocalFile, LocalSource, expand_local, under_root
 from airflow_secure_transfer.transfer.options import OVERWRITE_MODES, VERIFY_MODES, validate_options
+from airflow_secure_transfer.transfer.runner import (
+    Cancelled,
+    Connection,
+    Log,
+    Progress,
+    RunContext,
+    Runner,
+    fmt_bytes,
+    raise_run_errors,
+    safe_remove,
+    summary_table,
+)
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -119,15 +128,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-class Log(Protocol):
-    """What the engine needs from a logger (a stdlib ``Logger`` or Airflow's task logger)."""
-
-    def debug(self, msg: str, /, *args: Any) -> Any: ...
-    def info(self, msg: str, /, *args: Any) -> Any: ...
-    def warning(self, msg: str, /, *args: Any) -> Any: ...
-    def error(self, msg: str, /, *args: Any) -> Any: ...
 
 
 #: Local read size; the transports re-block as their protocol likes.
@@ -245,148 +245,7 @@ def partial_name(remote: str, local: LocalFile) -> str:
     return posixpath.join(directory, f".{_truncate_utf8(name, _MAX_NAME_BYTES)}.{digest}.part")
 
 
-# --------------------------------------------------------------------------- progress
-
-
-def _fmt_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} GiB"  # pragma: no cover
-
-
-def _fmt_seconds(s: float) -> str:
-    if s < 60:
-        return f"{s:.0f}s"
-    if s < 3600:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
-
-
-class Progress:
-    """Thread-safe progress counter that logs at least every *interval* seconds and every 10 %.
-
-    :param files_total: number of files in the plan.
-    :param bytes_total: their total size.
-    :param log: where messages go (the operator passes its task logger).
-    :param interval: the longest time between two messages while bytes move.
-    :param clock: monotonic seconds (injectable for tests).
-    """
-
-    def __init__(
-        self,
-        files_total: int,
-        bytes_total: int,
-        log: Log,
-        *,
-        interval: float = 5.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.files_total = files_total
-        self.bytes_total = bytes_total
-        self.files_done = 0
-        #: Bytes accounted for: sent, plus resumed-over and skipped (for % and ETA).
-        self.bytes_done = 0
-        #: Bytes actually sent in this run (for the rate).
-        self.bytes_sent = 0
-        self._log = log
-        self._interval = interval
-        self._clock = clock
-        self._start = clock()
-        self._last_log = self._start
-        self._last_step = 0
-        self._lock = threading.Lock()
-
-    @property
-    def elapsed(self) -> float:
-        return self._clock() - self._start
-
-    def sent(self, n: int) -> None:
-        """Count *n* bytes sent."""
-        with self._lock:
-            self.bytes_sent += n
-            self.bytes_done += n
-            self._maybe_log()
-
-    def accounted(self, n: int) -> None:
-        """Count *n* bytes that need no sending (resumed-over or skipped)."""
-        with self._lock:
-            self.bytes_done += n
-            self._maybe_log()
-
-    def file_done(self) -> None:
-        with self._lock:
-            self.files_done += 1
-            self._maybe_log()
-
-    def tick(self) -> None:
-        """Log if the interval has passed (called periodically by the coordinating thread)."""
-        with self._lock:
-            self._maybe_log()
-
-    def _step(self) -> int:
-        if self.bytes_total <= 0:
-            return 10 * self.files_done // max(self.files_total, 1)
-        return min(10, 10 * self.bytes_done // self.bytes_total)
-
-    def _maybe_log(self) -> None:
-        now = self._clock()
-        step = self._step()
-        if step <= self._last_step and now - self._last_log < self._interval:
-            return
-        if step >= 10 and self._last_step >= 10:
-            return  # 100 % was logged; the summary follows
-        self._last_step = max(step, self._last_step)
-        self._last_log = now
-        self._log.info("%s", self.message(now))
-
-    def message(self, now: float | None = None) -> str:
-        """Return the progress line: files, bytes, percentage, rate and ETA."""
-        now = self._clock() if now is None else now
-        elapsed = max(now - self._start, 1e-9)
-        rate = self.bytes_sent / elapsed
-        pct = (
-            100.0 * self.bytes_done / self.bytes_total
-            if self.bytes_total
-            else 100.0 * self.files_done / max(self.files_total, 1)
-        )
-        remaining = max(self.bytes_total - self.bytes_done, 0)
-        eta = _fmt_seconds(remaining / rate) if rate > 0 else "unknown"
-        return (
-            f"upload progress: {self.files_done}/{self.files_total} files, "
-            f"{_fmt_bytes(self.bytes_done)} of {_fmt_bytes(self.bytes_total)} ({math.floor(pct)}%), "
-            f"{rate / 1e6:.1f} MB/s, ETA {eta}"
-        )
-
-
-def summary_table(records: Sequence[TransferRecord], seconds: float, failed: int = 0) -> str:
-    """Return the end-of-run table: files, bytes, seconds, MB/s, resumed, skipped (and failed)."""
-    sent = sum(r.bytes for r in records)
-    rate = sent / seconds / 1e6 if seconds > 0 else 0.0
-    head = ["files", "bytes sent", "seconds", "MB/s", "resumed", "skipped"]
-    row = [
-        str(len(records)),
-        str(sent),
-        f"{seconds:.2f}",
-        f"{rate:.1f}",
-        str(sum(r.resumed for r in records)),
-        str(sum(r.skipped for r in records)),
-    ]
-    if failed:
-        head.append("failed")
-        row.append(str(failed))
-    widths = [max(len(h), len(v)) for h, v in zip(head, row, strict=True)]
-    line = "  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True))
-    values = "  ".join(v.rjust(w) for v, w in zip(row, widths, strict=True))
-    return f"upload summary:\n{line}\n{values}"
-
-
 # --------------------------------------------------------------------------- one file
-
-
-class _Cancelled(Exception):
-    """Raised from the source reader when the run is being stopped."""
 
 
 class _ShortUpload(IntegrityError):
@@ -397,18 +256,6 @@ class _ShortUpload(IntegrityError):
     The bytes that arrived are the start of the file: the partial stays for a
     resume, exactly as after a transport error.
     """
-
-
-def _caused_by_cancel(exc: BaseException) -> bool:
-    """Whether *exc* is (or wraps) the reader's cancellation: a transport may translate it."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, _Cancelled):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
 
 
 class _HashingReader(io.RawIOBase):
@@ -447,7 +294,7 @@ class _HashingReader(io.RawIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         if self._cancel.is_set():
-            raise _Cancelled
+            raise Cancelled
         if size is None or size < 0:
             size = self._remaining
         data = self._raw.read(min(size, self._remaining)) if self._remaining > 0 else b""
@@ -459,7 +306,7 @@ class _HashingReader(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         if self._cancel.is_set():
-            raise _Cancelled
+            raise Cancelled
         view = memoryview(buffer).cast("B")
         if self._remaining <= 0:
             return 0
@@ -479,7 +326,7 @@ class _DigestSink:
 
     def write(self, data: bytes | memoryview) -> int:
         if self._cancel.is_set():
-            raise _Cancelled
+            raise Cancelled
         n = len(data)
         self.count += n
         if self.count > self._limit:
@@ -491,31 +338,16 @@ class _DigestSink:
         return self._hash.hexdigest()
 
 
-@dataclass
-class _Shared:
-    """State shared by the workers of one run."""
+@dataclass(kw_only=True)
+class _Shared(RunContext):
+    """State shared by the workers of one upload."""
 
     options: _Options
-    progress: Progress
-    log: Log
-    cancel: threading.Event = field(default_factory=threading.Event)
     made_dirs: set[str] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
     listings: _Listings | None = None
     #: Set once a server reported a modification time other than the one just set: from then
     #: on this run, no time it reports is evidence of identity.
     mtime_untrusted: bool = False
-    #: Seconds a connection that the run cannot do without may wait in all for a busy server.
-    busy_wait: float = 0.0
-    _said: set[str] = field(default_factory=set)
-
-    def say_once(self, key: str, level: str, message: str, *args: object) -> None:
-        """Log *message* the first time *key* comes up in this run (reasons, methods)."""
-        with self.lock:
-            if key in self._said:
-                return
-            self._said.add(key)
-        getattr(self.log, level)(message, *args)
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,7 +373,7 @@ def _local_digest(path: str, algorithm: str, cancel: threading.Event) -> str:
     with open(path, "rb") as f:
         while chunk := f.read(_CHUNK):
             if cancel.is_set():
-                raise _Cancelled
+                raise Cancelled
             h.update(chunk)
     return h.hexdigest()
 
@@ -589,38 +421,6 @@ class _Listings:
         return {posixpath.basename(e.path.rstrip("/")): e for e in entries}
 
 
-class _Connection:
-    """One worker's connection, opened lazily and remembered facts about the server."""
-
-    def __init__(self, factory: Callable[[], RemoteFS], fs: RemoteFS | None = None) -> None:
-        self._factory = factory
-        self.fs = fs
-        #: The algorithm the server's checksum uses, learned from the first answer.
-        self.checksum_algorithm: str | None = None
-        #: An exec'd checksum command (``sha256sum`` over SSH) disagreed with a read-back: not used again.
-        self.exec_distrusted = False
-
-    def get(self) -> RemoteFS:
-        if self.fs is None:
-            self.fs = self._factory()
-        return self.fs
-
-    def drop(self) -> None:
-        fs, self.fs = self.fs, None
-        if fs is not None:
-            try:
-                fs.close()
-            except Exception:  # closing a broken connection must not hide the error that broke it
-                logger.debug("error while closing a connection", exc_info=True)
-
-
-def _safe_remove(fs: RemoteFS, path: str) -> None:
-    try:
-        fs.remove(path)
-    except Exception:  # best effort: the error that made us clean up is the one to report
-        logger.debug("could not remove %s", path, exc_info=True)
-
-
 @dataclass(slots=True)
 class _Pending:
     """A small file read and hashed, waiting in a worker's batch for ``put_small_many``."""
@@ -638,7 +438,7 @@ class _Pending:
 class _FileUpload:
     """Upload one planned file over one connection (see the module docstring)."""
 
-    def __init__(self, item: PlannedFile, conn: _Connection, shared: _Shared, *, batch: bool = False) -> None:
+    def __init__(self, item: PlannedFile, conn: Connection, shared: _Shared, *, batch: bool = False) -> None:
         self.item = item
         self.conn = conn
         self.shared = shared
@@ -793,7 +593,7 @@ class _FileUpload:
             hashers[remote_sum[0]] = _new_hash(remote_sum[0])
         while chunk := raw.read(_CHUNK):
             if self.shared.cancel.is_set():
-                raise _Cancelled
+                raise Cancelled
             for h in hashers.values():
                 h.update(chunk)
         if remote_sum is not None and hashers[remote_sum[0]].hexdigest() != remote_sum[1]:
@@ -871,7 +671,7 @@ class _FileUpload:
             left = offset
             while left > 0:
                 if self.shared.cancel.is_set():
-                    raise _Cancelled
+                    raise Cancelled
                 chunk = raw.read(min(_CHUNK, left))
                 if not chunk:
                     break
@@ -889,12 +689,12 @@ class _FileUpload:
             mtime = self._set_mtime(fs, part, local)
             self._verify(fs, part, local, hashers, mtime)
             fs.rename(part, target)
-        except (_Cancelled, TransportError, _ShortUpload):
+        except (Cancelled, TransportError, _ShortUpload):
             raise  # a cut connection: the partial stays for the next try to resume
         except SecureTransferError:
             # Anything else (a full disk included: the partial would hold the space a retry needs)
             # makes the partial useless or wrong: remove it.
-            _safe_remove(fs, part)
+            safe_remove(fs, part)
             raise
         return TransferRecord(
             local_path=local.path,
@@ -913,7 +713,7 @@ class _FileUpload:
     ) -> TransferRecord | _Pending:
         """The whole file in memory: write, size check and rename in one call (see ``put_small``)."""
         if self.shared.cancel.is_set():
-            raise _Cancelled
+            raise Cancelled
         data = raw.read(local.size + 1)
         try:
             now = os.stat(local.path)
@@ -941,7 +741,7 @@ class _FileUpload:
         except (TransportError, _ShortUpload):
             raise  # a cut connection: whatever reached the server stays for the next try
         except SecureTransferError:
-            _safe_remove(fs, p.part)
+            safe_remove(fs, p.part)
             raise
         if p.mtime is not None and not (isinstance(fs, SupportsSetMtime) and fs.can_set_mtime is not False):
             self._cannot_set_mtime()
@@ -1061,238 +861,64 @@ class _FileUpload:
         return True
 
 
-# --------------------------------------------------------------------------- the run
+# --------------------------------------------------------------------------- the upload step
 
 
-class _Run:
-    """Workers pulling files from one queue, one connection each."""
+class _UploadStep:
+    """The upload direction for :class:`~airflow_secure_transfer.transfer.runner.Runner`."""
 
-    def __init__(
-        self,
-        plan: UploadPlan,
-        connect: Callable[[], RemoteFS],
-        shared: _Shared,
-        workers: int,
-        replan: Callable[[str], UploadPlan] | None = None,
-    ) -> None:
-        self.replan = replan
+    def __init__(self, plan: UploadPlan, shared: _Shared, replan: Callable[[str], UploadPlan] | None) -> None:
         self.plan = plan
-        self.connect = connect
         self.shared = shared
-        self.workers = workers
-        self.queue: queue.SimpleQueue[PlannedFile] = queue.SimpleQueue()
-        self.records: list[TransferRecord] = []
-        self.errors: list[tuple[PlannedFile | None, BaseException]] = []
-        self.connected = 0
-        self._lock = threading.Lock()
+        self.replan = replan
 
-    def _fail(self, item: PlannedFile | None, exc: BaseException) -> None:
-        with self._lock:
-            self.errors.append((item, exc))
-        retryable = isinstance(exc, SecureTransferError) and exc.retryable
-        if not retryable or isinstance(exc, RemoteStorageFullError):
-            self.shared.cancel.set()
-
-    def _release(self, conn: _Connection) -> None:
-        """Close *conn* (if open) and stop counting it."""
-        if conn.fs is not None:
-            conn.drop()
-            with self._lock:
-                self.connected -= 1
-
-    def worker(self, conn: _Connection, *, may_requeue: bool = False) -> None:
-        """Upload files from the queue over *conn* until it is empty or the run is cancelled.
-
-        :param may_requeue: when this worker cannot connect (a transport error, e.g. the
-            server's per-user session limit), give the file back to the others instead of failing.
-        """
-        batch: list[_Pending] = []
-        try:
-            while not self.shared.cancel.is_set():
-                try:
-                    item = self.queue.get_nowait()
-                except queue.Empty:
-                    break
-                if conn.fs is None and not self._connect(conn, [item], may_requeue):
-                    self._requeue(batch)
-                    return
-                try:
-                    outcome = _FileUpload(item, conn, self.shared, batch=self._batching(conn)).run()
-                except _Cancelled:
-                    return  # the connection is mid-transfer: closed below, never reused
-                except Exception as exc:
-                    if _caused_by_cancel(exc):
-                        return
-                    if isinstance(exc, TransportError):
-                        self._release(conn)  # the session is broken; reconnect for the next file
-                    if batch:
-                        # Files taken before this one are sent before its error can stop the run.
-                        self._flush(conn, batch, may_requeue)
-                        batch = []
-                    _name_the_file(exc, item)
-                    self._fail(item, exc)
-                    continue
-                if isinstance(outcome, _Pending):
-                    batch.append(outcome)
-                    if len(batch) >= _BATCH_FILES or sum(len(p.data) for p in batch) >= _BATCH_BYTES:
-                        self._flush(conn, batch, may_requeue)
-                        batch = []
-                    continue
-                self._done(outcome)
-            if batch and not self.shared.cancel.is_set():
-                self._flush(conn, batch, may_requeue)
-        finally:
-            self._release(conn)
-
-    @staticmethod
-    def _batching(conn: _Connection) -> bool:
-        return isinstance(conn.fs, SupportsPutSmallMany)
-
-    def _connect(self, conn: _Connection, items: list[PlannedFile], may_requeue: bool) -> bool:
-        """Open *conn* for *items*; on failure requeue them (see ``worker``) or fail them and the run."""
-        try:
-            conn.get()
-        except Exception as exc:
-            if isinstance(exc, TransportError) and may_requeue:
-                # The server takes fewer connections than asked: carry on with the others
-                # (execute() drains the queue if they finished before these items went back).
-                self.shared.log.warning("could not open another connection (%s); continuing", exc)
-                for item in items:
-                    self.queue.put(item)
-                return False
-            for item in items:
-                self._fail(item, exc)
-            self.shared.cancel.set()  # no connection left to carry on with
-            return False
-        with self._lock:
-            self.connected += 1
-        return True
-
-    def _requeue(self, batch: list[_Pending]) -> None:
-        for p in batch:
-            self.queue.put(p.item)
-
-    def _flush(self, conn: _Connection, batch: list[_Pending], may_requeue: bool) -> None:
-        """Send a worker's batch of small files with one ``put_small_many`` call."""
-        if conn.fs is None and not self._connect(conn, [p.item for p in batch], may_requeue):
-            return
-        fs = conn.get()
-        try:
-            answers = cast("SupportsPutSmallMany", fs).put_small_many(
-                [(p.part, p.item.remote, p.data) for p in batch], mtimes=[p.mtime for p in batch]
-            )
-        except Exception as exc:  # the whole batch: a timeout, a lost connection
-            if _caused_by_cancel(exc):
-                return
-            if isinstance(exc, TransportError):
-                self._release(conn)
-            for p in batch:
-                self._fail(p.item, exc)
-            return
-        broken = False
-        for p, answer in zip(batch, answers, strict=True):
-            upload = _FileUpload(p.item, conn, self.shared)
-            try:
-                record = upload._finish(upload.complete_small(fs, p, answer), p.local)
-            except Exception as exc:
-                broken = broken or isinstance(exc, TransportError)
-                _name_the_file(exc, p.item)
-                self._fail(p.item, exc)
-                continue
-            self._done(record)
-        if broken:
-            self._release(conn)  # the session is broken; reconnect for the next file
-
-    def _done(self, record: TransferRecord) -> None:
-        with self._lock:
-            self.records.append(record)
-        self.shared.progress.file_done()
-        self.shared.log.debug(
-            "%s %s -> %s (%d bytes sent%s)",
-            "skipped" if record.skipped else "uploaded",
-            record.local_path,
-            record.remote_path,
-            record.bytes,
-            ", resumed" if record.resumed else "",
-        )
-
-    def _patient_connect(self) -> RemoteFS:
-        """Open a connection the run cannot do without: wait for a busy server (bounded), see ``backoff``."""
-        return connect_with_backoff(
-            self.connect, budget=self.shared.busy_wait, log=self.shared.log, cancel=self.shared.cancel
-        )
-
-    def execute(self) -> None:
-        # The first connection, and the one that finishes files given back by others, wait for a
-        # busy server; the extra parallel ones do not (their files go to the connections that exist).
-        first = _Connection(self._patient_connect)
-        try:
-            fs = first.get()
-            plan = self.plan
-            home = getattr(fs, "home", "/")
-            if self.replan is not None and isinstance(home, str) and home not in ("", "/"):
-                plan = self.replan(home)
-            if plan.target_may_be_dir:
-                plan = _retarget_single(first, plan)
-        except BaseException:
-            first.drop()
-            raise
-        self.connected = 1
+    def prepare(self, first: Connection) -> list[PlannedFile]:
+        fs = first.get()
+        plan = self.plan
+        home = getattr(fs, "home", "/")
+        if self.replan is not None and isinstance(home, str) and home not in ("", "/"):
+            plan = self.replan(home)
+        if plan.target_may_be_dir:
+            plan = _retarget_single(first, plan)
+        self.plan = plan
         per_dir = collections.Counter(posixpath.dirname(p.remote) for p in plan.files)
         crowded = {d for d, n in per_dir.items() if n >= _LIST_MIN_FILES}
         if crowded:
             self.shared.listings = _Listings(crowded)
-        for item in sorted(plan.files, key=lambda p: -p.local.size):  # largest first balances the workers
-            self.queue.put(item)
-        if self.workers <= 1:
-            self.worker(first)
-        else:
-            self._parallel(first)
-        if not self.shared.cancel.is_set() and not self.queue.empty():
-            # A worker that could not connect put its file back after the others had finished:
-            # one more connection, and this time a failure to connect is the run's error.
-            self.worker(_Connection(self._patient_connect))
+        return sorted(plan.files, key=lambda p: -p.local.size)  # largest first balances the workers
 
-    def _parallel(self, first: _Connection) -> None:
-        conns = [first] + [_Connection(self.connect) for _ in range(self.workers - 1)]
-        remaining = [len(conns)]
-        all_done = threading.Event()
+    def run(self, item: PlannedFile, conn: Connection, *, batch: bool) -> TransferRecord | _Pending:
+        return _FileUpload(item, conn, self.shared, batch=batch).run()
 
-        def run_worker(conn: _Connection, may_requeue: bool) -> None:
+    def batching(self, conn: Connection) -> bool:
+        return isinstance(conn.fs, SupportsPutSmallMany)
+
+    def batch_full(self, batch: Sequence[_Pending]) -> bool:
+        return len(batch) >= _BATCH_FILES or sum(len(p.data) for p in batch) >= _BATCH_BYTES
+
+    def item_of(self, pending: _Pending) -> PlannedFile:
+        return pending.item
+
+    def name(self, item: PlannedFile) -> tuple[str, str]:
+        return item.local.path, item.remote
+
+    def flush(self, conn: Connection, batch: Sequence[_Pending]) -> list[TransferRecord | BaseException]:
+        """Send a worker's batch of small files with one ``put_small_many`` call."""
+        fs = conn.get()
+        answers = cast("SupportsPutSmallMany", fs).put_small_many(
+            [(p.part, p.item.remote, p.data) for p in batch], mtimes=[p.mtime for p in batch]
+        )
+        out: list[TransferRecord | BaseException] = []
+        for p, answer in zip(batch, answers, strict=True):
+            upload = _FileUpload(p.item, conn, self.shared)
             try:
-                self.worker(conn, may_requeue=may_requeue)
-            finally:
-                with self._lock:
-                    remaining[0] -= 1
-                    if remaining[0] == 0:
-                        all_done.set()
-
-        try:
-            for i, conn in enumerate(conns, 1):
-                threading.Thread(target=run_worker, args=(conn, i > 1), name=f"upload-{i}", daemon=True).start()
-            # Event.wait, not Thread.join: an exception raised in this thread while it waits (a task
-            # timeout, SIGTERM, Ctrl-C) can leave Thread.join's internal lock held, hanging the cleanup.
-            while not all_done.wait(1.0):
-                self.shared.progress.tick()
-        except BaseException:
-            # KeyboardInterrupt, a task timeout, SIGTERM: stop the workers, wait until each closed its connection.
-            self.shared.cancel.set()
-            all_done.wait()
-            raise
+                out.append(upload._finish(upload.complete_small(fs, p, answer), p.local))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
 
-def _name_the_file(exc: BaseException, item: PlannedFile) -> None:
-    """Make sure a per-file error's message says which file (transports may name only the server)."""
-    if not isinstance(exc, SecureTransferError) or len(exc.args) != 1 or not isinstance(exc.args[0], str):
-        return
-    message = exc.args[0]
-    if item.remote in message or item.local.path in message:
-        return
-    # Same exception object (class, retryable flag, path, cause, traceback): only its text grows.
-    exc.args = (f"{message} (uploading {item.local.path} to {item.remote})",)
-
-
-def _retarget_single(conn: _Connection, plan: UploadPlan) -> UploadPlan:
+def _retarget_single(conn: Connection, plan: UploadPlan) -> UploadPlan:
     """Put a single file inside ``remote_path`` when that is an existing remote directory."""
     (item,) = plan.files
     entry = conn.get().stat(item.remote)
@@ -1361,39 +987,29 @@ def upload(
     workers = max(1, min(max_connections, total))
     progress = Progress(total, plan.total_bytes, log, interval=progress_interval)
     shared = _Shared(
-        _Options(overwrite, bool(create_dirs), verify, bool(delete_source), bool(preserve_mtime)),
-        progress,
-        log,
+        options=_Options(overwrite, bool(create_dirs), verify, bool(delete_source), bool(preserve_mtime)),
+        progress=progress,
+        log=log,
         busy_wait=busy_wait,
     )
     log.info(
         "uploading %d file(s), %s, to %s over up to %d connection(s)",
         total,
-        _fmt_bytes(plan.total_bytes),
+        fmt_bytes(plan.total_bytes),
         remote_path,
         workers,
     )
     if not plan.files:
         log.info("nothing to upload: %s contains no files", local_path)
         return []
-    run = _Run(plan, connect, shared, workers, replan)
+    step = _UploadStep(plan, shared, replan)
+    run: Runner[PlannedFile, _Pending] = Runner(step, connect, shared, workers, verb="uploading")
     started = time.monotonic()
     try:
         run.execute()
     finally:
-        order = {p.local.path: i for i, p in enumerate(plan.files)}
+        order = {p.local.path: i for i, p in enumerate(step.plan.files)}
         run.records.sort(key=lambda r: order.get(r.local_path, math.inf))
         log.info("%s", summary_table(run.records, time.monotonic() - started, failed=len(run.errors)))
-    if run.errors:
-        for item, exc in run.errors:
-            log.error("failed: %s: %s", item.local.path if item else "(connect)", exc)
-        first = next(
-            (e for _, e in run.errors if not (isinstance(e, SecureTransferError) and e.retryable)),
-            run.errors[0][1],
-        )
-        if len(run.errors) > 1:
-            first.add_note(f"{len(run.errors)} of {total} files failed; see the log for each")
-        raise first
-    if len(run.records) != total:  # pragma: no cover - a worker stopped without an error
-        raise TransportError(f"only {len(run.records)} of {total} files were uploaded")
+    raise_run_errors(run, total, log, lambda item: item.local.path, "uploaded")
     return run.records
