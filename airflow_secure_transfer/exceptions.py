@@ -101,6 +101,7 @@ class ServerBusyError(TransportError):
     back-off (:mod:`airflow_secure_transfer.transfer.backoff`), before it raises it.
     """
 
+
 class LimitExceededError(TransportError):
     """The server sent more than a bound allows, or too slowly: a listing or a reply over its size cap,
     or a listing not complete within ``conn_timeout`` (see :mod:`airflow_secure_transfer.transfer.limits`).

@@ -115,8 +115,7 @@ class _Extras:
         if self._data:
             unknown = ", ".join(sorted(repr(k) for k in self._data))
             raise ConfigurationError(
-                f"unknown extra(s) {unknown} in {self._kind} connection; "
-                f"accepted extras: {', '.join(known)}"
+                f"unknown extra(s) {unknown} in {self._kind} connection; accepted extras: {', '.join(known)}"
             )
 
 
@@ -231,8 +230,7 @@ def _conn_type(conn_type: str | None, accepted: tuple[str, ...], kind: str) -> s
     ct = (conn_type or "").strip().lower()
     if ct not in accepted:
         raise ConfigurationError(
-            f"connection type {conn_type!r} is not accepted by the {kind} hook; "
-            f"accepted types: {', '.join(accepted)}"
+            f"connection type {conn_type!r} is not accepted by the {kind} hook; accepted types: {', '.join(accepted)}"
         )
     return ct
 
@@ -359,9 +357,7 @@ def parse_ftps_settings(
                     f"extra 'tls_mode' = {raw_mode!r} is refused: this provider never sends credentials or "
                     "data in clear; use 'explicit' (AUTH TLS, port 21) or 'implicit' (port 990)"
                 ) from None
-            raise ConfigurationError(
-                f"extra 'tls_mode' must be 'explicit' or 'implicit', got {raw_mode!r}"
-            ) from None
+            raise ConfigurationError(f"extra 'tls_mode' must be 'explicit' or 'implicit', got {raw_mode!r}") from None
     min_v = parse_tls_version("min_tls_version", ex.string("min_tls_version")) or TLSVersion.TLSv1_2
     max_v = parse_tls_version("max_tls_version", ex.string("max_tls_version"))
     if max_v is not None and max_v.rank < min_v.rank:
@@ -525,8 +521,7 @@ def parse_sftp_settings(
     private_key = ex.string("private_key")
     if private_key is not None and "-----BEGIN " not in private_key:
         raise ConfigurationError(
-            "extra 'private_key' must be the key's text (-----BEGIN ... PRIVATE KEY-----); "
-            "use 'key_file' for a path"
+            "extra 'private_key' must be the key's text (-----BEGIN ... PRIVATE KEY-----); use 'key_file' for a path"
         )
     if key_file and private_key:
         raise ConfigurationError("set either extra 'key_file' or 'private_key', not both")

@@ -33,6 +33,7 @@ DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_CONNECTIONS = 4
 MAX_MAX_CONNECTIONS = 64
 
+
 class TLSMode(enum.StrEnum):
     """How TLS starts on the FTPS control connection."""
 

@@ -38,6 +38,12 @@ class RemoteEntry:
     #: Seconds since the epoch (UTC), only from a source precise to the second (MLSx ``modify=``,
     #: ``MDTM``, SFTP attributes); never from a ``LIST`` line (minutes at best, local time).
     mtime: float | None = None
+    #: A symbolic link, as a listing reports it (SFTP ``readdir`` attributes, MLSD ``OS.unix=slink``,
+    #: a ``LIST`` line starting with ``l``). What the other fields describe depends on the protocol
+    #: (the link itself, or what it points to); a download resolves links before trusting them.
+    is_link: bool = False
+    #: The link's target as the server reported it (untrusted text), when it did.
+    link_target: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +199,13 @@ class SupportsPutSmallMany(SupportsPutSmall, Protocol):
 
 
 @runtime_checkable
+class SupportsRealpath(Protocol):
+    """A :class:`RemoteFS` that resolves a path to its canonical form, links followed (SFTP ``realpath``)."""
+
+    def realpath(self, path: str) -> str: ...
+
+
+@runtime_checkable
 class SupportsSessionSecurity(Protocol):
     """A :class:`RemoteFS` that says what its session negotiated and whom it verified (delivery receipts).
 
@@ -224,8 +237,12 @@ class TransferRecord:
     verified: Verified
     #: Size of the local file in bytes.
     size: int = 0
-    #: Whether the local file was deleted (``delete_source=True`` and its bytes proven on the server).
+    #: Whether the source was deleted: the local file after an upload (``delete_source=True`` and its
+    #: bytes proven on the server), the remote one after a download (``delete_source`` or
+    #: ``remote_archive_dir``, once the local copy was verified and in place).
     source_deleted: bool = False
+    #: A download with ``remote_archive_dir``: where the remote file was moved.
+    archived_to: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         """Return a JSON-serialisable dict (no secrets: paths, sizes and digests only)."""
@@ -240,4 +257,4 @@ class TransferRecord:
             "verified": self.verified,
             "size": self.size,
             "source_deleted": self.source_deleted,
-        }
+        } | ({"archived_to": self.archived_to} if self.archived_to is not None else {})

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import dataclasses
 import ftplib
 import io
 import logging
@@ -640,8 +641,13 @@ class FTPSClient(ClosingClient):
             return self._stat_fallback(ftp, path)
 
     def _entry(self, path: str, facts: dict[str, str]) -> RemoteEntry:
-        kind = facts.get("type", "").lower()
+        raw_kind = facts.get("type", "")
+        kind = raw_kind.lower()
         is_dir = kind in ("dir", "cdir", "pdir")
+        # RFC 3659 7.5.1 leaves links to OS-specific types: "OS.unix=slink:/target" (ProFTPD, pyftpdlib)
+        # or "OS.unix=symlink".
+        is_link = kind.startswith(("os.unix=slink", "os.unix=symlink"))
+        target = raw_kind.partition(":")[2] if is_link and ":" in raw_kind else None
         size = facts.get("size") or facts.get("sizd")
         modify = facts.get("modify")
         return RemoteEntry(
@@ -649,6 +655,8 @@ class FTPSClient(ClosingClient):
             is_dir=is_dir,
             size=int(size) if size and size.isdigit() and not is_dir else None,
             mtime=_parse_mlsx_time(modify) if modify else None,
+            is_link=is_link,
+            link_target=target or None,
         )
 
     def _stat_fallback(self, ftp: _FTPTLS, path: str) -> RemoteEntry | None:
@@ -714,15 +722,16 @@ class FTPSClient(ClosingClient):
                 break
             name = match["name"]
             kind = match["type"]
+            target = None
             if kind == "l":
-                name = name.split(" -> ", 1)[0]
+                name, _, target = name.partition(" -> ")
             if name in (".", ".."):
                 continue
             child = self._child(path, name)
             if kind == "l":
-                entry = self.stat(child)
+                entry = self.stat(child)  # what the link leads to (SIZE/CWD follow it)
                 if entry is not None:
-                    entries.append(entry)
+                    entries.append(dataclasses.replace(entry, is_link=True, link_target=target or None))
                 continue
             entries.append(
                 RemoteEntry(path=child, is_dir=kind == "d", size=None if kind == "d" else int(match["size"]))

@@ -28,7 +28,7 @@ from pathlib import PurePosixPath
 
 from airflow_secure_transfer.exceptions import ConfigurationError, LocalPathError
 
-__all__ = ["LocalFile", "LocalSource", "expand_local", "under_root"]
+__all__ = ["LocalFile", "LocalSource", "expand_local", "glob_regex", "under_root"]
 
 #: What callers may pass as ``local_path``.
 LocalSource = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
@@ -105,7 +105,7 @@ def _walk(
     """Append every regular file under directory *top* (symlinks followed) to *out*.
 
     :param root: the real path of the source the user named (see :attr:`LocalFile.root`).
-    :param match: a recursive glob's pattern (see :func:`_glob_regex`): only files whose relative
+    :param match: a recursive glob's pattern (see :func:`glob_regex`): only files whose relative
         name matches it, or that lie in a directory whose name matches it, are taken; the other
         directories are still walked (with the same loop checks) for matches further down.
     """
@@ -169,7 +169,7 @@ def _glob_component(part: str) -> str:
     return "".join(out)
 
 
-def _glob_regex(pattern: str) -> re.Pattern[str]:
+def glob_regex(pattern: str) -> re.Pattern[str]:
     """Translate a relative recursive glob (``sub/**/*.csv``) into a regex over ``/``-separated names.
 
     ``**`` as a whole component matches zero or more directories (and, last, everything below);
@@ -189,6 +189,10 @@ def _glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile(regex, re.DOTALL)
 
 
+#: The name this had before downloads shared it.
+_glob_regex = glob_regex
+
+
 def _expand_recursive(item: str, path: str, out: list[LocalFile]) -> None:
     """Expand a pattern with ``**`` by walking its fixed base with :func:`_walk` (and its loop checks).
 
@@ -203,7 +207,7 @@ def _expand_recursive(item: str, path: str, out: list[LocalFile]) -> None:
         st = None
     if st is None or not stat.S_ISDIR(st.st_mode):
         raise LocalPathError(f"local pattern {item!r} matches no file", path=item)
-    regex = _glob_regex(rest)
+    regex = glob_regex(rest)
     found: list[LocalFile] = []
     root = os.path.realpath(base)
     _walk(base, "", ((st.st_dev, st.st_ino),), found, root, None if regex.fullmatch("") else regex)

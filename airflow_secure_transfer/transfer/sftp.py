@@ -59,6 +59,7 @@ import contextlib
 import functools
 import hashlib
 import logging
+import posixpath
 import queue
 import shlex
 import stat as stat_module
@@ -887,6 +888,21 @@ class SFTPClient(ClosingClient):
         attrs = self._call(op, "stat", path)
         return None if attrs is None else _entry(path, attrs)
 
+    def realpath(self, path: str) -> str:
+        """Return the server's canonical form of *path*, symbolic links resolved (``realpath``).
+
+        :raises RemotePathError: the server answered with a name the path rules refuse.
+        """
+        check_name(path)
+        sftp = self.sftp
+        resolved = self._call(lambda: sftp.realpath(path), "realpath", path)
+        if isinstance(resolved, bytes):
+            resolved = resolved.decode("utf-8", "replace")
+        check_name(resolved)
+        if not resolved.startswith("/"):
+            raise RemotePathError(f"{self._where}: realpath {path} answered the relative path {resolved[:80]!r}", path)
+        return posixpath.normpath(resolved)
+
     def listdir(self, path: str) -> list[RemoteEntry]:
         """List directory *path* (without ``.`` and ``..``), sorted by name.
 
@@ -1542,10 +1558,12 @@ def _report(progress: ProgressCallback, amount: int) -> None:
 def _entry(path: str, attrs: asyncssh.SFTPAttrs) -> RemoteEntry:
     if attrs.permissions is not None:
         is_dir = stat_module.S_ISDIR(attrs.permissions)
+        is_link = stat_module.S_ISLNK(attrs.permissions)
     else:
         is_dir = attrs.type == asyncssh.FILEXFER_TYPE_DIRECTORY
+        is_link = attrs.type == asyncssh.FILEXFER_TYPE_SYMLINK
     mtime = float(attrs.mtime) if attrs.mtime is not None else None
-    return RemoteEntry(path=path, is_dir=is_dir, size=None if is_dir else attrs.size, mtime=mtime)
+    return RemoteEntry(path=path, is_dir=is_dir, size=None if is_dir else attrs.size, mtime=mtime, is_link=is_link)
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
