@@ -220,8 +220,20 @@ def get_provider_info() -> dict[str, Any]:
             {"integration-name": "Secure SFTP", "python-modules": ["airflow_secure_transfer.hooks.sftp"]},
         ],
         "operators": [
-            {"integration-name": "Secure FTPS", "python-modules": ["airflow_secure_transfer.operators.upload"]},
-            {"integration-name": "Secure SFTP", "python-modules": ["airflow_secure_transfer.operators.upload"]},
+            {
+                "integration-name": "Secure FTPS",
+                "python-modules": [
+                    "airflow_secure_transfer.operators.upload",
+                    "airflow_secure_transfer.operators.download",
+                ],
+            },
+            {
+                "integration-name": "Secure SFTP",
+                "python-modules": [
+                    "airflow_secure_transfer.operators.upload",
+                    "airflow_secure_transfer.operators.download",
+                ],
+            },
         ],
         "asset-uris": _FTPS_ASSET_URIS,
         # Airflow 2.x name of the same hook point; the stock providers declare both.

@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Protocol
 
-from airflow_secure_transfer.exceptions import IntegrityError, LocalPathError, SecureTransferError
+from airflow_secure_transfer.exceptions import IntegrityError, LocalPathError, RemotePathError, SecureTransferError
 from airflow_secure_transfer.security.paths import resolve_remote
 
 if TYPE_CHECKING:
@@ -115,21 +115,27 @@ class RemoteFileMethods:
         remote_full_path: str,
         local_full_path_or_buffer: str | os.PathLike[str] | IO[bytes],
     ) -> int:
-        """Download *remote_full_path* into a local file (written then renamed) or a binary buffer; return bytes."""
+        """Download *remote_full_path* into a local file or a binary buffer; return the file's size in bytes.
+
+        A path goes through the download engine (a new connection): a hidden partial beside the
+        target, size check, fsync, ``os.replace``; a partial left by a cut connection is resumed
+        when the remote file is unchanged. A buffer is filled over the hook's own connection.
+        """
         remote = self._remote(remote_full_path)
-        client = self.get_conn()
         if not isinstance(local_full_path_or_buffer, (str, os.PathLike)):
-            return client.read_to(remote, local_full_path_or_buffer)
-        target = Path(local_full_path_or_buffer)
-        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
-        try:
-            with open(partial, "wb") as sink:
-                count = client.read_to(remote, sink)
-            os.replace(partial, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                partial.unlink()
-        return count
+            return self.get_conn().read_to(remote, local_full_path_or_buffer)
+        from airflow_secure_transfer.transfer.download import download
+
+        records = download(
+            self.get_fs,
+            remote,
+            os.fspath(local_full_path_or_buffer),
+            max_connections=1,
+            remote_root=self._remote_root(),
+        )
+        if len(records) != 1:
+            raise RemotePathError(f"{remote} is a directory or a pattern, not one file; use the operator", remote)
+        return records[0].size
 
     def list_directory(self, path: str) -> list[str]:
         """Return the names in the remote directory *path* (without ``.``/``..``), sorted."""

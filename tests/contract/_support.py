@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from airflow_secure_transfer.security.policy import parse_ftps_settings, parse_sftp_settings
 from airflow_secure_transfer.transfer.base import RemoteFS
+from tests.contract.cutproxy import CutProxy
 from tests.servers import FTPSServer, SFTPServer
 
 AnyServer = FTPSServer | SFTPServer
+
+#: The size of the file the fault-injection tests cut mid-transfer.
+SIZE = 64 * 1024 * 1024
 
 
 def settings_for(server: AnyServer, *, host: str | None = None, port: int | None = None, **extras: Any) -> Any:
@@ -91,3 +96,38 @@ def leftovers(root: Path) -> list[Path]:
 def remote(server: AnyServer, *parts: str) -> str:
     """A path under *server*'s writable directory for this test."""
     return "/".join([server.writable_dir.rstrip("/"), *parts])
+
+
+class FinalPathWatcher:
+    """Samples the final path in a thread; records any size other than the complete one."""
+
+    def __init__(self, path: Path, complete: int) -> None:
+        self.path = path
+        self.complete = complete
+        self.partial_sizes: list[int] = []
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.002):
+            self.samples += 1
+            try:
+                size = self.path.stat().st_size
+            except FileNotFoundError:
+                continue
+            if size != self.complete:
+                self.partial_sizes.append(size)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+@dataclass
+class CutFTPS:
+    settings: Any
+    proxy: CutProxy
+    root: Path
+    stored: list[str] = field(default_factory=list)

@@ -77,7 +77,8 @@ class CutProxy(TCPForwarder):
         self.listen_host = listen_host
         self._limit: int | None = None
         self._counted = 0
-        #: Client-to-server bytes forwarded on counted routes since the last arm().
+        self._from_server = False
+        #: Bytes forwarded in the armed direction on counted routes since the last arm().
         self.forwarded = 0
 
     def add_route(self, target_port: int, listen_port: int = 0, *, counted: bool = True) -> int:
@@ -89,12 +90,16 @@ class CutProxy(TCPForwarder):
             (self.listen_host, listen_port), (self.target_host, target_port), counted=counted, reuse_addr=True
         )
 
-    def arm(self, n_bytes: int) -> None:
-        """Cut the connection that carries the *n_bytes*-th client-to-server byte (counted routes)."""
+    def arm(self, n_bytes: int, *, from_server: bool = False) -> None:
+        """Cut the connection that carries the *n_bytes*-th client-to-server byte (counted routes).
+
+        :param from_server: count server-to-client bytes instead (a download).
+        """
         with self._lock:
             self._limit = n_bytes
             self._counted = 0
             self.forwarded = 0
+            self._from_server = from_server
             self.cut.clear()
 
     def disarm(self) -> None:
@@ -114,7 +119,7 @@ class CutProxy(TCPForwarder):
 
     def _chunk(self, chunk: bytes, *, from_client: bool, counted: bool) -> tuple[bytes, bool]:
         cut = False
-        if from_client and counted:
+        if from_client != self._from_server and counted:
             with self._lock:
                 if self._limit is not None:
                     room = self._limit - self._counted

@@ -152,9 +152,7 @@ def test_engine_waits_for_a_busy_server_and_delivers(busy_pyftpd: FTPSServer, tm
 
     threading.Thread(target=release_when_waiting, daemon=True).start()
     try:
-        records = upload(
-            CountingFactory(settings), str(src), remote(busy_pyftpd, "report.csv"), busy_wait=80, log=log
-        )
+        records = upload(CountingFactory(settings), str(src), remote(busy_pyftpd, "report.csv"), busy_wait=80, log=log)
     finally:
         holder.close()
     assert released.is_set()
@@ -181,8 +179,9 @@ def test_parallel_upload_within_the_servers_session_limit(
     src.mkdir()
     files = [write_random(src / f"f{i:02d}.dat", 3000 + i) for i in range(30)]
     factory = CountingFactory(settings_for(server))
-    records = upload(factory, str(src), remote(server, "many") + "/", max_connections=6, busy_wait=40,
-                     log=SignallingLog())
+    records = upload(
+        factory, str(src), remote(server, "many") + "/", max_connections=6, busy_wait=40, log=SignallingLog()
+    )
     assert len(records) == 30
     assert factory.max_open <= 2
     for f in files:

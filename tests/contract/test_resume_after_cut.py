@@ -14,71 +14,22 @@ has, and the landed file's sha256 is the source's.
 from __future__ import annotations
 
 import hashlib
-import os
-import secrets
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pyftpdlib.authorizers import DummyAuthorizer
-from pyftpdlib.handlers import TLS_FTPHandler
 
 from airflow_secure_transfer.exceptions import TransportError
-from airflow_secure_transfer.security.policy import parse_ftps_settings
 from airflow_secure_transfer.transfer.engine import upload
 from tests.servers import SFTPServer, settled_size
-from tests.servers.pki import ServerPKI
-from tests.servers.pyftpd import serve_pyftpd
 
-from ._support import CountingFactory, leftovers, settings_for
-from .cutproxy import CutProxy, free_port_range, ipv6_loopback_available
+from ._support import SIZE, CountingFactory, CutFTPS, FinalPathWatcher, leftovers, settings_for
+from .cutproxy import CutProxy
 
 pytestmark = pytest.mark.slow
 
-SIZE = 64 * 1024 * 1024
 CUT_AFTER = 24 * 1024 * 1024
-
-
-@pytest.fixture(scope="module")
-def big_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    path = tmp_path_factory.mktemp("big") / "big.bin"
-    h = hashlib.sha256()
-    with open(path, "wb") as f:
-        for _ in range(SIZE // (4 << 20)):
-            block = os.urandom(4 << 20)
-            h.update(block)
-            f.write(block)
-    return path, h.hexdigest()
-
-
-class FinalPathWatcher:
-    """Samples the final path in a thread; records any size other than the complete one."""
-
-    def __init__(self, path: Path, complete: int) -> None:
-        self.path = path
-        self.complete = complete
-        self.partial_sizes: list[int] = []
-        self.samples = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.002):
-            self.samples += 1
-            try:
-                size = self.path.stat().st_size
-            except FileNotFoundError:
-                continue
-            if size != self.complete:
-                self.partial_sizes.append(size)
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _cut_then_resume(
@@ -123,53 +74,6 @@ def test_sftp_resumes_after_the_ssh_connection_is_cut(sftp_server: SFTPServer, b
             connect, proxy, big_file, f"{sftp_server.writable_dir}/big.bin", sftp_server.local_root / "big.bin"
         )
         assert proxy.connections == 2  # one SSH connection per try
-
-
-@dataclass
-class CutFTPS:
-    settings: Any
-    proxy: CutProxy
-    root: Path
-    stored: list[str] = field(default_factory=list)
-
-
-@pytest.fixture
-def cut_ftps(test_pki: ServerPKI, tmp_path: Path) -> Iterator[CutFTPS]:
-    """pyftpdlib explicit FTPS on [::1] (passive ports fixed), reached through a CutProxy on 127.0.0.1."""
-    if not ipv6_loopback_available():
-        pytest.skip("no IPv6 loopback: the FTPS data-connection proxy needs [::1]")
-    root = tmp_path / "ftps-root"
-    root.mkdir()
-    password = secrets.token_urlsafe(12)
-    auth = DummyAuthorizer()
-    auth.add_user("cutuser", password, str(root), perm="elradfmwMT")
-    pasv = free_port_range(4)
-    stored: list[str] = []
-
-    class Handler(TLS_FTPHandler):  # type: ignore[misc]
-        def ftp_STOR(self, file: str, mode: str = "w") -> Any:
-            stored.append(file)  # the file-system path of every upload target
-            return super().ftp_STOR(file, mode)
-
-    Handler.authorizer = auth
-    Handler.certfile = str(test_pki.cert_path)
-    Handler.keyfile = str(test_pki.key_path)
-    Handler.tls_control_required = True
-    Handler.tls_data_required = True
-    Handler.passive_ports = list(pasv)
-    with serve_pyftpd(Handler, "::1") as port, CutProxy("::1") as proxy:
-        control = proxy.add_route(port, counted=False)
-        for p in pasv:
-            proxy.add_route(p, listen_port=p)
-        settings = parse_ftps_settings(
-            conn_type="secure_ftps",
-            host="127.0.0.1",
-            port=control,
-            login="cutuser",
-            password=password,
-            extras={"ca_bundle": test_pki.ca_pem, "conn_timeout": 20},
-        )
-        yield CutFTPS(settings, proxy, root, stored)
 
 
 def test_ftps_resumes_after_the_data_connection_is_cut(cut_ftps: CutFTPS, big_file: tuple[Path, str]) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import os
-import shutil
 import subprocess
 import unicodedata
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from tests.security.conftest import ftps_settings, run_upload_task, sftp_setting
 from tests.security.tools import (
     ReadOnlySFTPServer,
     Relay,
+    can_mount_tmpfs,
     quota_sftp_server,
     run_bounded,
     run_custom_sftp,
@@ -391,18 +391,10 @@ def test_sftp_permission_denied_leaves_no_partial(custom_sftp: Callable[..., Any
     assert _files(server.local_root) == []
 
 
-def _can_mount_tmpfs(where: Path) -> bool:
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        return False
-    where.mkdir(parents=True, exist_ok=True)
-    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True).returncode
-    return ok == 0
-
-
 def test_sftp_real_full_disk_leaves_no_partial(client_keys: ClientKeys, tmp_path: Path) -> None:
     """A real 1 MiB tmpfs as the SFTP server's root: ENOSPC from the kernel, FX_FAILURE on the wire."""
     mnt = tmp_path / "tiny"
-    if not _can_mount_tmpfs(mnt):
+    if not can_mount_tmpfs(mnt):
         pytest.skip("cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN); the simulated full disk ran")
     try:
         with run_custom_sftp(mnt / "root", client_keys) as server:

@@ -1083,3 +1083,15 @@ def starttls_stripper(target: tuple[str, int]) -> Callable[[Session], None]:
             up.close()
 
     return script
+
+
+def can_mount_tmpfs(where: Path, size: str = "1m") -> bool:
+    """Mount a tmpfs of *size* at *where* (a real, tiny file system that fills up); False without root/mount."""
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        return False
+    where.mkdir(parents=True, exist_ok=True)
+    argv = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)]
+    return subprocess.run(argv, capture_output=True, check=False).returncode == 0
