@@ -1,4 +1,4 @@
-"""``make demo``: embedded FTPS and SFTP servers, the example DAG through Airflow, the upload records.
+"""``make demo``: embedded FTPS and SFTP servers, the example DAG through Airflow, its transfer records.
 
 Run as ``python -m airflow_secure_transfer.demo [--workdir .demo]``. It
 
@@ -12,8 +12,8 @@ Run as ``python -m airflow_secure_transfer.demo [--workdir .demo]``. It
    turning verification off;
 3. runs ``airflow db migrate`` and ``airflow dags test secure_upload_example`` in a
    throwaway ``AIRFLOW_HOME`` under the work directory;
-4. prints the records each upload task returned (XCom) and the files as they landed
-   on each server's disk.
+4. prints the records each upload and download task returned (XCom) and the files
+   as they landed on each server's disk (the downloads fetch the uploads back).
 
 Nothing needs root or system packages; everything listens on loopback only. The
 servers need the ``demo`` (or ``test``) extra: ``pyftpdlib``, ``pyopenssl``, ``trustme``.
@@ -273,13 +273,14 @@ def read_return_values(airflow_home: Path, dag_id: str) -> dict[str, Any]:
     return values
 
 
-def _format_records(records: list[dict[str, Any]]) -> str:
-    width = max([len("remote path"), *(len(r["remote_path"]) for r in records)])
-    head = f"    {'remote path':<{width}} {'bytes':>9} {'sec':>6}  verified resumed skipped  sha256"
+def _format_records(records: list[dict[str, Any]], side: str = "remote") -> str:
+    key = f"{side}_path"
+    width = max([len(f"{side} path"), *(len(r[key]) for r in records)])
+    head = f"    {side + ' path':<{width}} {'bytes':>9} {'sec':>6}  verified resumed skipped  sha256"
     lines = [head]
     for r in records:
         lines.append(
-            f"    {r['remote_path']:<{width}} {r['bytes']:>9} {r['seconds']:>6.2f}  "
+            f"    {r[key]:<{width}} {r['bytes']:>9} {r['seconds']:>6.2f}  "
             f"{r['verified']!s:<8} {r['resumed']!s:<7} {r['skipped']!s:<7}  {r['sha256'][:16]}..."
         )
     return "\n".join(lines)
@@ -325,16 +326,19 @@ def main(argv: list[str] | None = None) -> int:
         values = read_return_values(airflow_home, DAG_ID)
 
         print()
-        for task_id in ("upload_ftps", "upload_sftp", "move_sftp"):
+        for task_id in ("upload_ftps", "upload_sftp", "move_sftp", "fetch_back_ftps", "fetch_back_sftp"):
             records = values.get(task_id)
             if not isinstance(records, list):
                 print(f"  {task_id}: no records found", file=sys.stderr)
                 return 1
-            sent = sum(int(r["bytes"]) for r in records)
+            moved = sum(int(r["bytes"]) for r in records)
             verified = all(r["verified"] for r in records)
-            print(f"  {task_id}: {len(records)} files, {sent} bytes sent, all verified: {verified}")
-            print(_format_records(records))
-        summaries = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if "upload summary" in ln]
+            how = "received" if task_id.startswith("fetch") else "sent"
+            print(f"  {task_id}: {len(records)} files, {moved} bytes {how}, all verified: {verified}")
+            print(_format_records(records, "local" if task_id.startswith("fetch") else "remote"))
+        summaries = [
+            ln.strip() for ln in log.read_text(errors="replace").splitlines() if "load summary" in ln
+        ]  # upload and download summary tables
         print(f"\n  the task logs carry progress lines and {len(summaries)} summary tables (see {log})")
         print(f"\n  files on the FTPS server's disk ({servers.ftps_root}):")
         print("\n".join(_tree(servers.ftps_root)))

@@ -1,4 +1,5 @@
-"""Upload a generated file set over FTPS and over SFTP, then "move" a second set (delete after upload).
+"""Upload a generated file set over FTPS and over SFTP, "move" a second set (delete after upload), and
+fetch the uploads back (downloads, checksum-verified).
 
 Connections (ids overridable through the environment):
 
@@ -10,7 +11,7 @@ Connections (ids overridable through the environment):
 Remote directories: ``SECURE_UPLOAD_FTPS_DIR`` and ``SECURE_UPLOAD_SFTP_DIR``
 (default ``/upload/secure_upload_example``).
 
-Every upload task returns its records (XCom): local and remote path, bytes sent,
+Every transfer task returns its records (XCom): local and remote path, bytes moved,
 sha256, seconds, and whether the file was resumed, skipped and verified.
 """
 
@@ -23,6 +24,7 @@ from pathlib import Path
 
 from airflow.sdk import dag, task
 
+from airflow_secure_transfer.operators.download import SecureDownloadOperator
 from airflow_secure_transfer.operators.upload import SecureUploadOperator
 
 FTPS_CONN_ID = os.environ.get("SECURE_UPLOAD_FTPS_CONN_ID", "secure_ftps_default")
@@ -95,7 +97,26 @@ def secure_upload_example() -> None:
         delete_source=True,
     )
 
+    # The other direction: fetch what was uploaded into a fresh local directory; each file lands
+    # under its final name only whole and verified (here: the server's checksum, else a second read).
+    fetch_ftps = SecureDownloadOperator(
+        task_id="fetch_back_ftps",
+        conn_id=FTPS_CONN_ID,
+        remote_path=f"{FTPS_DIR}/ftps",
+        local_path="{{ ti.xcom_pull(task_ids='generate_files') }}-fetched/ftps/",
+        verify="checksum",
+    )
+    fetch_sftp = SecureDownloadOperator(
+        task_id="fetch_back_sftp",
+        conn_id=SFTP_CONN_ID,
+        remote_path=f"{SFTP_DIR}/sftp/**/*.csv",
+        local_path="{{ ti.xcom_pull(task_ids='generate_files') }}-fetched/sftp/",
+        verify="checksum",
+    )
+
     files >> [upload_ftps, upload_sftp]
+    upload_ftps >> fetch_ftps
+    upload_sftp >> fetch_sftp
     outbox >> move_sftp
 
 

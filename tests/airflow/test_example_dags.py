@@ -131,6 +131,12 @@ def test_secure_upload_example_runs_with_airflow_dags_test(
     assert all(r["remote_path"].endswith(".csv") for r in values["upload_sftp"])
     _check_records(values["move_sftp"], sftp, 8)
 
+    # The downloads fetched exactly what was uploaded (same digests), checksum-verified.
+    for fetch, upload_task in (("fetch_back_ftps", "upload_ftps"), ("fetch_back_sftp", "upload_sftp")):
+        fetched = values[fetch]
+        assert all(r["verified"] == "checksum" for r in fetched)
+        assert sorted(r["sha256"] for r in fetched) == sorted(r["sha256"] for r in values[upload_task])
+        assert all(Path(r["local_path"]).is_file() for r in fetched)
     outbox = Path(values["generate_outbox"])
     assert [p for p in outbox.rglob("*") if p.is_file()] == []  # moved: deleted after verified upload
     exported = Path(values["generate_files"])
