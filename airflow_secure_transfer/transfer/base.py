@@ -199,6 +199,19 @@ class SupportsPutSmallMany(SupportsPutSmall, Protocol):
 
 
 @runtime_checkable
+class SupportsGetSmallMany(Protocol):
+    """A :class:`RemoteFS` that reads several small files whole in one overlapped exchange (SFTP).
+
+    ``get_small_many([(path, listed_size), ...])`` returns per file the bytes read (at most
+    ``listed_size + 1``: a longer answer means the file grew) or the
+    :class:`~airflow_secure_transfer.exceptions.SecureTransferError` that file met; it raises only
+    when the whole call failed.
+    """
+
+    def get_small_many(self, items: Sequence[tuple[str, int]]) -> list[bytes | SecureTransferError]: ...
+
+
+@runtime_checkable
 class SupportsRealpath(Protocol):
     """A :class:`RemoteFS` that resolves a path to its canonical form, links followed (SFTP ``realpath``)."""
 

@@ -73,6 +73,7 @@ from airflow_secure_transfer.security.paths import name_problem, resolve_remote
 from airflow_secure_transfer.transfer.base import (
     RemoteEntry,
     RemoteFS,
+    SupportsGetSmallMany,
     SupportsMtimeQuery,
     SupportsRealpath,
     TransferRecord,
@@ -118,6 +119,11 @@ WALK_MAX_DEPTH = 64
 _SETTLED: Final = 2.0
 _CHUNK: Final = 1024 * 1024
 _MAX_NAME_BYTES: Final = 255
+#: Files up to this size (nothing to resume, ``verify="size"``) are read whole, in batches, where
+#: the client has ``get_small_many`` (SFTP): up to ``_BATCH_FILES`` files or ``_BATCH_BYTES`` at once.
+_SMALL_FILE: Final = 1024 * 1024
+_BATCH_FILES: Final = 16
+_BATCH_BYTES: Final = 4 * 1024 * 1024
 #: The provider's own temporary names (``.<name>.<16 hex>.part``): never downloaded from a listing.
 _PARTIAL_SUFFIX_LEN: Final = len(".0123456789abcdef.part")
 
@@ -496,6 +502,14 @@ def _remove_local(path: str) -> None:
         os.unlink(path)
 
 
+@dataclass(slots=True)
+class _Pending:
+    """A small file waiting in a worker's batch for ``get_small_many``."""
+
+    item: _RemoteFile
+    started: float
+
+
 class _FileDownload:
     """Download one planned file over one connection (see the module docstring)."""
 
@@ -505,7 +519,7 @@ class _FileDownload:
         self.shared = shared
         self.opts = shared.options
 
-    def run(self) -> TransferRecord:
+    def run(self, *, batch: bool = False) -> TransferRecord | _Pending:
         started = time.monotonic()
         fs = self.conn.get()
         if self.item.mtime is None and isinstance(fs, SupportsMtimeQuery):
@@ -532,7 +546,75 @@ class _FileDownload:
                 record = self._maybe_skip(fs, existing, started)
                 if record is not None:
                     return self._finish(fs, record)
+        if batch and self._batchable():
+            return _Pending(item, started)
         return self._finish(fs, self._fetch(fs, started))
+
+    def _batchable(self) -> bool:
+        """A small file with nothing to resume and ``verify="size"``: read whole in the worker's batch."""
+        item = self.item
+        if item.size is None or item.size > _SMALL_FILE or self.opts.verify != "size":
+            return False
+        part = local_partial_name(item.local, item.remote, item.size, item.mtime)
+        return part is None or not os.path.lexists(part)
+
+    def complete_small(self, fs: RemoteFS, pending: _Pending, data: bytes | SecureTransferError) -> TransferRecord:
+        """Land a small file read by ``get_small_many``: partial, fsync, size check, mtime, ``os.replace``."""
+        if isinstance(data, SecureTransferError):
+            raise data
+        item = self.item
+        if len(data) != item.size:
+            raise IntegrityError(
+                f"{item.remote}: the server sent {len(data)}{'+' if len(data) > (item.size or 0) else ''} bytes, "
+                f"it listed {item.size} (the file is changing?); nothing was written"
+            )
+        part = local_partial_name(item.local, item.remote, item.size, item.mtime) or os.path.join(
+            os.path.dirname(item.local), f".{os.path.basename(item.local)[:200]}.{os.getpid()}.part"
+        )
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        try:
+            fd = os.open(part, flags, 0o666)
+        except OSError as exc:
+            raise _local_write_error(exc, part) from None
+        try:
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as exc:
+                raise _local_write_error(exc, part) from None
+            self._set_local_mtime(part)
+            os.replace(part, item.local)
+        except BaseException:
+            _remove_local(part)
+            raise
+        _fsync_dir(os.path.dirname(item.local))
+        self.shared.progress.sent(len(data))
+        record = TransferRecord(
+            local_path=item.local,
+            remote_path=item.remote,
+            bytes=len(data),
+            sha256=hashlib.sha256(data).hexdigest(),
+            seconds=time.monotonic() - pending.started,
+            resumed=False,
+            skipped=False,
+            verified="size",
+            size=len(data),
+        )
+        return self._finish(fs, record)
+
+    def _set_local_mtime(self, part: str) -> None:
+        if not self.opts.preserve_mtime:
+            return
+        if self.item.mtime is not None:
+            os.utime(part, (self.item.mtime, self.item.mtime))
+            return
+        self.shared.say_once(
+            "mtime-unknown",
+            "warning",
+            "preserve_mtime: the server reports no modification time; local files keep the time of the download",
+        )
 
     # -- steps
 
@@ -698,16 +780,7 @@ class _FileDownload:
                     raise _local_write_error(exc, part) from None
                 size = os.fstat(f.fileno()).st_size
             self._verify(fs, part, size, hashers)
-            if self.opts.preserve_mtime:
-                if item.mtime is not None:
-                    os.utime(part, (item.mtime, item.mtime))
-                else:
-                    self.shared.say_once(
-                        "mtime-unknown",
-                        "warning",
-                        "preserve_mtime: the server reports no modification time; local files keep the time of "
-                        "the download",
-                    )
+            self._set_local_mtime(part)
             os.replace(part, item.local)
             _fsync_dir(os.path.dirname(item.local))
         except _ShortDownload:
@@ -834,20 +907,29 @@ class _DownloadStep:
         )
         return sorted(self.plan.files, key=lambda f: -(f.size or 0))  # largest first balances the workers
 
-    def run(self, item: _RemoteFile, conn: Connection, *, batch: bool) -> TransferRecord:
-        return _FileDownload(item, conn, self.shared).run()
+    def run(self, item: _RemoteFile, conn: Connection, *, batch: bool) -> TransferRecord | _Pending:
+        return _FileDownload(item, conn, self.shared).run(batch=batch)
 
     def batching(self, conn: Connection) -> bool:
-        return False
+        return isinstance(conn.fs, SupportsGetSmallMany) and self.shared.options.verify == "size"
 
-    def batch_full(self, batch: Sequence[_RemoteFile]) -> bool:  # pragma: no cover - no batches (yet)
-        return True
+    def batch_full(self, batch: Sequence[_Pending]) -> bool:
+        return len(batch) >= _BATCH_FILES or sum(p.item.size or 0 for p in batch) >= _BATCH_BYTES
 
-    def item_of(self, pending: _RemoteFile) -> _RemoteFile:  # pragma: no cover - no batches (yet)
-        return pending
+    def item_of(self, pending: _Pending) -> _RemoteFile:
+        return pending.item
 
-    def flush(self, conn: Connection, batch: Sequence[_RemoteFile]) -> list[TransferRecord | BaseException]:
-        raise AssertionError("downloads are not batched")  # pragma: no cover
+    def flush(self, conn: Connection, batch: Sequence[_Pending]) -> list[TransferRecord | BaseException]:
+        """Read a worker's batch of small files with one ``get_small_many`` call, then land each."""
+        fs = conn.get()
+        answers = cast("SupportsGetSmallMany", fs).get_small_many([(p.item.remote, p.item.size or 0) for p in batch])
+        out: list[TransferRecord | BaseException] = []
+        for p, data in zip(batch, answers, strict=True):
+            try:
+                out.append(_FileDownload(p.item, conn, self.shared).complete_small(fs, p, data))
+            except Exception as exc:
+                out.append(exc)
+        return out
 
     def name(self, item: _RemoteFile) -> tuple[str, str]:
         return item.remote, item.local
@@ -923,7 +1005,7 @@ def download(
         local_base=os.path.abspath(os.path.expanduser(local)),
     )
     step = _DownloadStep(sources, local, shared, remote_root)
-    run: Runner[_RemoteFile, _RemoteFile] = Runner(step, connect, shared, max_connections, verb="downloading")
+    run: Runner[_RemoteFile, _Pending] = Runner(step, connect, shared, max_connections, verb="downloading")
     started = time.monotonic()
     try:
         run.execute()

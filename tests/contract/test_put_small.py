@@ -82,3 +82,24 @@ def test_put_small_many_times_out_when_the_server_stops_answering(
             fs.put_small_many(items)
         assert fs.closed  # a session with requests still outstanding is never reused
     assert not any((server.local_root / str(i)).exists() for i in range(4))
+
+
+def test_get_small_many_reads_each_file_and_shows_growth(sftp_server: SFTPServer) -> None:
+    """Downloads' batched read: each file whole, one byte more when the file grew past its listing, a
+    missing file fails alone."""
+    from airflow_secure_transfer.transfer.base import SupportsGetSmallMany
+
+    files = {f"g{i}.bin": os.urandom(i * 3000) for i in range(6)}  # 0 B .. 15 KB
+    for name, data in files.items():
+        (sftp_server.local_root / name).write_bytes(data)
+    with client_for(settings_for(sftp_server)) as fs:
+        assert isinstance(fs, SupportsGetSmallMany)
+        items = [(remote(sftp_server, name), len(data)) for name, data in files.items()]
+        items.append((remote(sftp_server, "g5.bin"), 100))  # listed smaller than it is now: it grew
+        items.append((remote(sftp_server, "g5.bin"), 20_000))  # listed larger: what is there
+        items.append((remote(sftp_server, "missing.bin"), 10))
+        answers = fs.get_small_many(items)
+    assert answers[: len(files)] == list(files.values())
+    assert answers[len(files)] == files["g5.bin"][:101]
+    assert answers[len(files) + 1] == files["g5.bin"]
+    assert isinstance(answers[-1], RemotePathError) and "missing.bin" in str(answers[-1])
