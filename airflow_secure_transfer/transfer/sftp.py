@@ -107,6 +107,7 @@ __all__ = [
     "OpenedSession",
     "SFTPClient",
     "SessionInfo",
+    "listing_entries",
     "open_sftp_session",
     "read_listing",
     "translate_error",
@@ -933,15 +934,7 @@ class SFTPClient(ClosingClient):
         names = self._run(
             self._read_listing(sftp, path), timeout=None, what="list", path=path, backstop=self._timeout + 5.0
         )
-        base = path.rstrip("/") or "/"
-        entries = []
-        for name in names:
-            filename = name.filename if isinstance(name.filename, str) else name.filename.decode("utf-8", "replace")
-            if filename in (".", ".."):
-                continue
-            entries.append(_entry(listed_child(base, filename, where=self._where), name.attrs))
-        entries.sort(key=lambda e: e.path)
-        return entries
+        return listing_entries(names, path, where=self._where)
 
     async def _read_listing(self, sftp: asyncssh.SFTPClient, path: str) -> list[asyncssh.SFTPName]:
         """See :func:`read_listing` (bounded in entries, bytes and time)."""
@@ -1598,6 +1591,22 @@ async def read_listing(sftp: asyncssh.SFTPClient, path: str, *, timeout: float, 
         task.cancel()
         raise
     return names
+
+
+def listing_entries(names: Sequence[asyncssh.SFTPName], path: str, *, where: str) -> list[RemoteEntry]:
+    """Turn the names :func:`read_listing` read in directory *path* into entries, sorted by path.
+
+    :raises RemotePathError: a name :func:`~airflow_secure_transfer.security.paths.listed_child` refuses.
+    """
+    base = path.rstrip("/") or "/"
+    entries = []
+    for name in names:
+        filename = name.filename if isinstance(name.filename, str) else name.filename.decode("utf-8", "replace")
+        if filename in (".", ".."):
+            continue
+        entries.append(_entry(listed_child(base, filename, where=where), name.attrs))
+    entries.sort(key=lambda e: e.path)
+    return entries
 
 
 def _report(progress: ProgressCallback, amount: int) -> None:
