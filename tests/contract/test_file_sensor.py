@@ -333,3 +333,40 @@ def test_the_trigger_never_blocks_its_event_loop(any_server: AnyServer, airflow_
     assert event["status"] == "success" and len(event["files"]) == 300
     assert len(lateness) > 20
     assert max(lateness) < 0.05, f"a tick was {max(lateness) * 1000:.1f} ms late"
+
+
+def test_reschedule_mode_watches_a_candidate_within_one_poke(
+    any_server: AnyServer, airflow_conn: Callable[..., str]
+) -> None:
+    _put(any_server, "a.csv", b"abc")
+    sensor = SecureFileSensor(
+        task_id="resched",
+        conn_id=airflow_conn("resched", any_server),
+        path=remote(any_server, "*.csv"),
+        stable_for=0.5,
+        mode="reschedule",
+    )
+    started = time.monotonic()
+    result = sensor.poke({})  # a new process per poke: the first one sees the file and watches it itself
+    assert time.monotonic() - started >= 0.5
+    assert not isinstance(result, bool) and result.is_done
+    assert result.xcom_value == [
+        {"remote_path": remote(any_server, "a.csv"), "size": 3, "mtime": result.xcom_value[0]["mtime"]}
+    ]
+
+
+def test_transient_errors_are_retried_not_raised(asyncssh_server: AnyServer, airflow_conn: Callable[..., str]) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]  # nothing listens there once closed
+    conn_id = airflow_conn("gone", asyncssh_server, fields={"port": closed_port}, conn_timeout=0.5)
+    common: dict[str, Any] = {"conn_id": conn_id, "path": "/in/*.csv", "stable_for": 0}
+    assert SecureFileSensor(task_id="poke", **common).poke({}) is False
+
+    async def no_event() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(_first_event(SecureFileTrigger(poke_interval=0.1, **common)), 1.5)
+
+    asyncio.run(no_event())
