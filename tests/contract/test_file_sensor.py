@@ -173,9 +173,9 @@ def test_a_growing_file_is_reported_only_once_it_stops(any_server: AnyServer, ai
             for _ in range(40):  # ~2 s of appends, each visible at once
                 f.write(b"z" * 1000)
                 f.flush()
+                stopped["last_write"] = time.monotonic()
                 if stop.wait(0.05):
                     break
-        stopped["at"] = time.monotonic()
         stopped["size"] = target.stat().st_size
 
     sensor = SecureFileSensor(
@@ -198,7 +198,7 @@ def test_a_growing_file_is_reported_only_once_it_stops(any_server: AnyServer, ai
         {"remote_path": remote(any_server, "big.dat"), "size": stopped["size"], "mtime": files[0]["mtime"]}
     ]
     assert stopped["size"] == 40_000
-    assert returned - stopped["at"] >= 0.8  # unchanged for stable_for after the last append
+    assert returned - stopped["last_write"] >= 0.8  # unchanged for stable_for after the last append
 
 
 def test_wrong_host_key_or_certificate_pin_fails_the_sensor_at_once(
@@ -370,3 +370,65 @@ def test_transient_errors_are_retried_not_raised(asyncssh_server: AnyServer, air
             await asyncio.wait_for(_first_event(SecureFileTrigger(poke_interval=0.1, **common)), 1.5)
 
     asyncio.run(no_event())
+
+
+_FRESH_PROCESS_IMPORTS = """
+import asyncio, json, os, sys, threading
+from airflow.sdk import BaseHook  # loaded in every triggerer before any trigger runs
+from airflow.sdk.log import mask_secret
+from airflow_secure_transfer.triggers.file import SecureFileTrigger  # the triggerer imports the class
+
+on_loop = []
+
+
+class Recorder:
+    # Called for every module imported for the first time: note those imported on the loop's thread.
+    def find_spec(self, name, path=None, target=None):
+        if threading.current_thread() is threading.main_thread():
+            on_loop.append(name)
+        return None
+
+
+async def main():
+    trigger = SecureFileTrigger(conn_id="fresh", path=os.environ["FRESH_PATH"], stable_for=0.3, poke_interval=0.1)
+    events = trigger.run()
+    sys.meta_path.insert(0, Recorder())
+    event = await asyncio.wait_for(events.__anext__(), 60)
+    await events.aclose()
+    print(json.dumps({"event": event.payload, "on_loop": on_loop}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("server_fixture", ["asyncssh_server", "pyftpd_explicit"])
+def test_the_trigger_imports_nothing_heavy_on_its_loop_in_a_fresh_process(
+    request: pytest.FixtureRequest, server_fixture: str, tmp_path: Path
+) -> None:
+    """In a fresh triggerer the clients are not imported yet: their imports (asyncssh and cryptography,
+    ssl and ftplib, the policy: hundreds of ms) must happen on a worker thread, not on the loop."""
+    import os
+    import subprocess
+    import sys
+
+    server: AnyServer = request.getfixturevalue(server_fixture)
+    _put(server, "a.csv", b"abc")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW_CONN_", "AIRFLOW__"))},
+        "AIRFLOW_HOME": str(tmp_path),
+        "AIRFLOW_CONN_FRESH": server.conn_json(),
+        "FRESH_PATH": remote(server, "*.csv"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS_IMPORTS],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["event"]["status"] == "success" and len(result["event"]["files"]) == 1
+    heavy = ("asyncssh", "cryptography", "ssl", "_ssl", "ftplib", "airflow_secure_transfer")
+    assert [m for m in result["on_loop"] if m.split(".")[0] in heavy] == []
