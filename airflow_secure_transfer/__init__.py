@@ -235,6 +235,14 @@ def get_provider_info() -> dict[str, Any]:
                 ],
             },
         ],
+        "sensors": [
+            {"integration-name": "Secure FTPS", "python-modules": ["airflow_secure_transfer.sensors.file"]},
+            {"integration-name": "Secure SFTP", "python-modules": ["airflow_secure_transfer.sensors.file"]},
+        ],
+        "triggers": [
+            {"integration-name": "Secure FTPS", "python-modules": ["airflow_secure_transfer.triggers.file"]},
+            {"integration-name": "Secure SFTP", "python-modules": ["airflow_secure_transfer.triggers.file"]},
+        ],
         "asset-uris": _FTPS_ASSET_URIS,
         # Airflow 2.x name of the same hook point; the stock providers declare both.
         "dataset-uris": _FTPS_ASSET_URIS,

@@ -23,7 +23,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["airflow_fail_exception", "connection_form_widgets", "form_field_kind", "ui_field_behaviour"]
+__all__ = [
+    "airflow_fail_exception",
+    "connection_form_widgets",
+    "default_deferrable",
+    "form_field_kind",
+    "ui_field_behaviour",
+]
 
 
 def airflow_fail_exception() -> type[Exception]:
@@ -34,6 +40,18 @@ def airflow_fail_exception() -> type[Exception]:
         from airflow.exceptions import AirflowFailException  # type: ignore[no-redef,attr-defined,unused-ignore]
     exc: type[Exception] = AirflowFailException
     return exc
+
+
+def default_deferrable() -> bool:
+    """Return Airflow's ``[operators] default_deferrable`` (False when unset).
+
+    ``airflow.sdk.conf`` where the SDK has it, else the core ``airflow.configuration.conf``.
+    """
+    try:
+        from airflow.sdk import conf
+    except ImportError:  # pragma: no cover - an SDK without conf
+        from airflow.configuration import conf  # type: ignore[no-redef,attr-defined,assignment,unused-ignore]
+    return bool(conf.getboolean("operators", "default_deferrable", fallback=False))
 
 
 def _types(schema: Mapping[str, Any]) -> set[str]:

@@ -22,6 +22,31 @@ if TYPE_CHECKING:
     from airflow_secure_transfer.transfer.base import RemoteFS, TransferRecord
 
 
+def put_buffer(client: RemoteFS, remote: str, buffer: IO[bytes]) -> int:
+    """Write *buffer* (read to its end) to the absolute *remote* path atomically; return the bytes written.
+
+    The bytes go to a hidden temporary name beside *remote* (``.<name>.<12 hex>.part``), the size
+    the server then reports must equal what was sent, and only then is it renamed onto *remote*
+    (replacing it). On an error the temporary file is removed and the error raised.
+
+    :raises IntegrityError: the server holds another size than was sent.
+    """
+    name = f".{posixpath.basename(remote)}.{uuid.uuid4().hex[:12]}.part"
+    partial = posixpath.join(posixpath.dirname(remote), name)
+    try:
+        written = client.write_from(partial, buffer)
+        entry = client.stat(partial)
+        landed = None if entry is None else entry.size
+        if landed != written:
+            raise IntegrityError(f"{partial}: the server has {landed} bytes, {written} were sent")
+        client.rename(partial, remote)
+    except SecureTransferError:
+        with contextlib.suppress(SecureTransferError):
+            client.remove(partial)
+        raise
+    return written
+
+
 class _Settings(Protocol):
     @property
     def remote_root(self) -> str | None: ...
@@ -94,20 +119,7 @@ class RemoteFileMethods:
                 max_connections=1,
                 remote_root=self._remote_root(),
             )
-        client = self.get_conn()
-        name = f".{posixpath.basename(remote)}.{uuid.uuid4().hex[:12]}.part"
-        partial = posixpath.join(posixpath.dirname(remote), name)
-        try:
-            written = client.write_from(partial, local_full_path_or_buffer)
-            entry = client.stat(partial)
-            landed = None if entry is None else entry.size
-            if landed != written:
-                raise IntegrityError(f"{partial}: the server has {landed} bytes, {written} were sent")
-            client.rename(partial, remote)
-        except SecureTransferError:
-            with contextlib.suppress(SecureTransferError):
-                client.remove(partial)
-            raise
+        put_buffer(self.get_conn(), remote, local_full_path_or_buffer)
         return None
 
     def retrieve_file(

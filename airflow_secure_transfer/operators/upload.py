@@ -65,6 +65,13 @@ class SecureUploadOperator(BaseOperator):
         connections than the slots it holds, so tasks sharing the pool never open more
         connections to that server together than the pool's size. Works with
         ``.partial(...).expand(...)``. Default ``None``: no pool is set by this operator.
+    :param manifest: remote path of a delivery manifest to write once every file of the task is
+        verified and in place: JSON ``{"files": [{"path", "size", "sha256"}], "created", "producer"}``
+        (paths relative to the manifest's directory, which must hold the uploaded files), itself
+        written atomically (temporary name, size check, rename). A consumer's ``SecureFileSensor``
+        and ``SecureDownloadOperator`` check the delivery against it. Templated. Default ``None``.
+    :param done_marker: remote path of an empty file written after everything else (after the
+        manifest, if any), e.g. ``"/inbound/{{ ds }}/_SUCCESS"``. Templated. Default ``None``.
     :returns: ``[{local_path, remote_path, bytes, sha256, seconds, resumed, skipped,
         verified, size, source_deleted}, ...]``; ``bytes`` counts the bytes sent by this run,
         ``size`` is the file's size.
@@ -73,7 +80,7 @@ class SecureUploadOperator(BaseOperator):
         are raised as they are, so Airflow's retries apply.
     """
 
-    template_fields: Sequence[str] = ("conn_id", "local_path", "remote_path")
+    template_fields: Sequence[str] = ("conn_id", "local_path", "remote_path", "manifest", "done_marker")
     ui_color = "#d5f5e3"
 
     def __init__(
@@ -89,6 +96,8 @@ class SecureUploadOperator(BaseOperator):
         max_connections: int | None = None,
         preserve_mtime: bool = True,
         server_pool: str | None = None,
+        manifest: str | None = None,
+        done_marker: str | None = None,
         **kwargs: Any,
     ) -> None:
         _apply_server_pool(server_pool, max_connections, kwargs)
@@ -103,6 +112,11 @@ class SecureUploadOperator(BaseOperator):
                 raise ConfigurationError(f"{name} must be True or False, got {value!r}")
         if not isinstance(conn_id, str) or not conn_id:
             raise ConfigurationError(f"conn_id must be a non-empty string, got {conn_id!r}")
+        for name, path in (("manifest", manifest), ("done_marker", done_marker)):
+            if path is not None and (not isinstance(path, str) or not path.strip()):
+                raise ConfigurationError(f"{name} must be a remote path or None, got {path!r}")
+        self.manifest = manifest
+        self.done_marker = done_marker
         self.conn_id = conn_id
         self.local_path = local_path
         self.remote_path = remote_path
@@ -117,6 +131,7 @@ class SecureUploadOperator(BaseOperator):
         self._endpoint: tuple[str, str, int] | None = None
         #: The first connection's ``session_security()``: negotiated algorithms and the verified identity.
         self._security: dict[str, str] | None = None
+        self._resolved: tuple[Callable[[], RemoteFS], str | None, int, float] | None = None
 
     # ------------------------------------------------------------------ execution
 
@@ -134,9 +149,11 @@ class SecureUploadOperator(BaseOperator):
         """Resolve the connection into a client factory, its remote_root, connection cap and conn_timeout."""
         from airflow_secure_transfer.hooks.resolve import resolve_connection
 
-        resolved = resolve_connection(self.conn_id, consumer="SecureUploadOperator")
-        self._endpoint = (resolved.scheme, resolved.host, resolved.port)
-        return resolved.connect, resolved.remote_root, resolved.max_connections, resolved.conn_timeout
+        if self._resolved is None:
+            resolved = resolve_connection(self.conn_id, consumer="SecureUploadOperator")
+            self._endpoint = (resolved.scheme, resolved.host, resolved.port)
+            self._resolved = (resolved.connect, resolved.remote_root, resolved.max_connections, resolved.conn_timeout)
+        return self._resolved
 
     def _upload(self) -> list[TransferRecord]:
         from airflow_secure_transfer.transfer.backoff import BUSY_BUDGET_FACTOR
@@ -187,6 +204,8 @@ class SecureUploadOperator(BaseOperator):
         """Upload; return the records as dicts. Works with ``op.execute(context={})``."""
         try:
             self._records = self._upload()
+            if self.manifest is not None or self.done_marker is not None:
+                self._complete(context)
         except SecureTransferError as exc:
             if exc.retryable:
                 raise
@@ -196,6 +215,47 @@ class SecureUploadOperator(BaseOperator):
             raise airflow_fail_exception()(f"{type(exc).__name__}: {exc}") from exc
         self._receipts_to_asset_events(context)
         return [record.as_dict() for record in self._records]
+
+    def _complete(self, context: Any) -> None:
+        """Write the manifest, then the done marker (each atomically), after every file is in place."""
+        import io
+        import posixpath
+
+        from airflow_secure_transfer import __version__
+        from airflow_secure_transfer.hooks._files import put_buffer
+        from airflow_secure_transfer.security.paths import resolve_remote
+        from airflow_secure_transfer.transfer.manifest import build_manifest
+
+        factory, remote_root, _, _ = self._client_factory()
+        with factory() as fs:
+            cwd = "/" if remote_root else getattr(fs, "home", "/")
+
+            def where(path: str) -> str:
+                return resolve_remote(path, remote_root, cwd=cwd)
+
+            manifest = None if self.manifest is None else where(self.manifest)
+            marker = None if self.done_marker is None else where(self.done_marker)
+            uploaded = {record.remote_path for record in self._records}
+            for name, path in (("manifest", manifest), ("done_marker", marker)):
+                if path is not None and path in uploaded:
+                    raise ConfigurationError(f"{name} {path} is also one of the uploaded files; choose another path")
+            if manifest is not None and manifest == marker:
+                raise ConfigurationError(f"manifest and done_marker are the same path ({manifest})")
+            if manifest is not None:
+                run_id = context.get("run_id") if isinstance(context, dict) else None
+                producer = f"airflow-secure-transfer {__version__} {self.dag_id}.{self.task_id}"
+                data = build_manifest(
+                    self._records,
+                    manifest_path=manifest,
+                    producer=f"{producer} {run_id}" if run_id else producer,
+                )
+                put_buffer(fs, manifest, io.BytesIO(data))
+                self.log.info("wrote the manifest %s (%d file(s), %d bytes)", manifest, len(self._records), len(data))
+            if marker is not None:
+                if self.create_dirs:
+                    fs.makedirs(posixpath.dirname(marker))
+                put_buffer(fs, marker, io.BytesIO(b""))
+                self.log.info("wrote the done marker %s", marker)
 
     # ------------------------------------------------------------------ lineage
 

@@ -105,8 +105,13 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "DEFAULT_MAX_REQUESTS",
+    "OpenedSession",
     "SFTPClient",
     "SessionInfo",
+    "listing_entries",
+    "open_sftp_session",
+    "read_listing",
+    "translate_error",
 ]
 
 log = logging.getLogger(__name__)
@@ -520,6 +525,163 @@ def _no_common_algorithm(what: str, ours: list[str], theirs: list[str], trust: H
     )
 
 
+@dataclass(frozen=True)
+class OpenedSession:
+    """An SSH connection whose host key was verified and logged in, with its SFTP session started."""
+
+    conn: asyncssh.SSHClientConnection
+    sftp: asyncssh.SFTPClient
+    #: The host key the server presented and the trust accepted.
+    host_key: HostKey
+    #: The negotiated key exchange.
+    kex: str
+
+
+def _handshake_failure(
+    state: _HandshakeState,
+    algs: dict[str, list[str]],
+    host_key_algs: list[str],
+    compression: list[str],
+    trust: HostKeyTrust,
+) -> SecureTransferError | None:
+    """If the handshake died before a host key was presented, name the step with nothing in common."""
+    if state.presented is not None:
+        return None
+    found = _kexinit_mismatch(_server_kexinit(state.conn), algs, host_key_algs, compression)
+    return None if found is None else _no_common_algorithm(*found, trust)
+
+
+async def open_sftp_session(
+    settings: SFTPSettings,
+    trust: HostKeyTrust,
+    client_keys: list[asyncssh.SSHKey] | None,
+    *,
+    prepare: Callable[[asyncssh.SSHClientConnection], None] | None = None,
+) -> OpenedSession:
+    """Connect, verify the host key, log in and start SFTP on the running event loop: the one code path.
+
+    :class:`SFTPClient` (on its private loop) and the sensor's trigger (on the triggerer's loop) both
+    connect through here, so the host-key trust, the algorithm lists and the error mapping are the
+    same everywhere. Each step is bounded by ``conn_timeout``; every error is one of this package's.
+
+    :param settings: validated settings.
+    :param trust: the host-key trust built from *settings* (:meth:`HostKeyTrust.from_settings`).
+    :param client_keys: the loaded client key (see ``SFTPClient._load_client_keys``), or None.
+    :param prepare: called with the connection after it is verified and before SFTP starts.
+    :raises VerificationError: the host key is not trusted (nothing was sent).
+    :raises AuthenticationError: the server refused the login.
+    :raises SecurityPolicyError: no secure algorithm in common with the server.
+    :raises ServerBusyError: the server refused the connection or session for load.
+    :raises TransferTimeout: no answer within ``conn_timeout``.
+    :raises TransportError: the connection failed.
+    """
+    s = settings
+    timeout = s.conn_timeout
+    state = _HandshakeState()
+    algs = _algorithms()
+    host_key_algs = [a for a in trust.host_key_algorithms() if a in _public_key_algs()]
+    options: dict[str, Any] = {
+        "port": s.port,
+        "client_factory": lambda: _VerifyingClient(trust, state),
+        # Trust: nothing from asyncssh's defaults. An empty known_hosts tuple makes asyncssh
+        # ask _VerifyingClient about every key; no ~/.ssh/config, no X.509, no agent, no GSS.
+        "known_hosts": ([], [], []),
+        "x509_trusted_certs": None,
+        "config": None,
+        "agent_path": None,
+        "agent_forwarding": False,
+        "pkcs11_provider": None,
+        "gss_host": None,
+        "host_based_auth": False,
+        "server_host_key_algs": host_key_algs,
+        "compression_algs": ["zlib@openssh.com", "none"] if s.compress else ["none"],
+        "client_keys": client_keys,  # None: no key files from ~/.ssh
+        "connect_timeout": timeout,
+        **algs,
+    }
+    if s.login:
+        options["username"] = s.login
+    if s.password is not None:
+        options["password"] = s.password
+    else:
+        options["password_auth"] = False
+        options["kbdint_auth"] = False
+    try:
+        conn = await asyncio.wait_for(asyncssh.connect(s.host, **options), timeout)
+    except asyncssh.HostKeyNotVerifiable as exc:
+        raise VerificationError(state.refusal or f"{trust.name}: host key not verified: {exc.reason}") from None
+    except asyncssh.KeyExchangeFailed as exc:
+        # The client or the server may notice first (the server then disconnects, sometimes
+        # without a message); the server's KEXINIT says what it offered either way.
+        found = _handshake_failure(state, algs, host_key_algs, options["compression_algs"], trust)
+        if found is not None:
+            raise found from None
+        if "No matching" in exc.reason or "Unable to find compatible" in exc.reason:
+            raise SecurityPolicyError(
+                f"{trust.name}: no common secure algorithm with the server: {exc.reason}"
+            ) from None
+        raise TransportError(f"{trust.name}: key exchange failed: {exc.reason}") from None
+    except asyncssh.PermissionDenied as exc:
+        user = s.login or "(local user name)"
+        methods = []
+        if client_keys:
+            methods.append("publickey")
+        if s.password is not None:
+            methods.append("password")
+        raise AuthenticationError(
+            f"{trust.name}: the server refused the login {user!r} "
+            f"(tried: {', '.join(methods) or 'no credentials configured'}): {exc.reason}"
+        ) from None
+    except TimeoutError:
+        stage = "authentication" if state.accepted else "connect / key exchange"
+        raise TransferTimeout(f"{trust.name}: no answer within {timeout:g} s ({stage})") from None
+    except asyncssh.DisconnectError as exc:
+        if state.refusal:
+            raise VerificationError(state.refusal) from None
+        mismatch = _handshake_failure(state, algs, host_key_algs, options["compression_algs"], trust)
+        if mismatch is not None:
+            raise mismatch from None
+        if state.presented is None:
+            # Closed before the server showed a host key: OpenSSH drops connections beyond
+            # MaxStartups exactly so (nothing was sent yet); the engine backs off and retries.
+            raise ServerBusyError(
+                f"{trust.name}: the server closed the connection before the key exchange "
+                f"(busy: too many connections, e.g. sshd MaxStartups): {exc.reason}"
+            ) from None
+        raise TransportError(f"{trust.name}: the server closed the connection: {exc.reason}") from None
+    except ConnectionRefusedError:
+        raise ServerBusyError(f"cannot connect to {trust.name}: connection refused") from None
+    except ConnectionResetError as exc:
+        if state.presented is None:
+            # sshd resets connections beyond MaxStartups before its version line: busy, nothing sent.
+            raise ServerBusyError(
+                f"cannot connect to {trust.name}: connection reset before the key exchange "
+                "(busy: too many connections, e.g. sshd MaxStartups)"
+            ) from None
+        raise TransportError(f"cannot connect to {trust.name}: {exc.strerror or exc}") from None
+    except OSError as exc:
+        raise TransportError(f"cannot connect to {trust.name}: {exc.strerror or exc}") from None
+    if state.accepted is None:  # pragma: no cover - asyncssh always asks (empty trusted set)
+        conn.abort()
+        raise VerificationError(f"{trust.name}: the host key was not checked; refusing the connection")
+    try:
+        if prepare is not None:
+            prepare(conn)
+        try:
+            sftp = await asyncio.wait_for(conn.start_sftp_client(), timeout)
+        except TimeoutError:
+            raise TransferTimeout(f"{trust.name}: the SFTP subsystem did not start within {timeout:g} s") from None
+        except asyncssh.ChannelOpenError as exc:
+            # OpenSSH MaxSessions (and per-user session limits elsewhere) refuse the session channel.
+            raise ServerBusyError(f"{trust.name}: the server refused a session channel: {exc.reason}") from None
+        except (asyncssh.Error, OSError) as exc:
+            raise TransportError(f"{trust.name}: cannot start the SFTP subsystem: {exc}") from None
+    except BaseException:
+        conn.abort()
+        raise
+    return OpenedSession(conn=conn, sftp=sftp, host_key=state.accepted, kex=_negotiated_kex(conn, algs["kex_algs"]))
+
+
 class SFTPClient(ClosingClient):
     """A connected SFTP client of one server (one SSH connection, one SFTP session).
 
@@ -625,116 +787,20 @@ class SFTPClient(ClosingClient):
 
     async def _connect(self) -> SessionInfo:
         s = self._settings
-        state = _HandshakeState()
-        trust = self._trust
-        algs = _algorithms()
-        host_key_algs = [a for a in trust.host_key_algorithms() if a in _public_key_algs()]
         loop = asyncio.get_running_loop()
-        options: dict[str, Any] = {
-            "port": s.port,
-            "client_factory": lambda: _VerifyingClient(trust, state),
-            # Trust: nothing from asyncssh's defaults. An empty known_hosts tuple makes asyncssh
-            # ask _VerifyingClient about every key; no ~/.ssh/config, no X.509, no agent, no GSS.
-            "known_hosts": ([], [], []),
-            "x509_trusted_certs": None,
-            "config": None,
-            "agent_path": None,
-            "agent_forwarding": False,
-            "pkcs11_provider": None,
-            "gss_host": None,
-            "host_based_auth": False,
-            "server_host_key_algs": host_key_algs,
-            "compression_algs": ["zlib@openssh.com", "none"] if s.compress else ["none"],
-            "client_keys": self._client_keys,  # None: no key files from ~/.ssh
-            "connect_timeout": self._timeout,
-            **algs,
-        }
-        if s.login:
-            options["username"] = s.login
-        if s.password is not None:
-            options["password"] = s.password
-        else:
-            options["password_auth"] = False
-            options["kbdint_auth"] = False
-        try:
-            conn = await asyncio.wait_for(asyncssh.connect(s.host, **options), self._timeout)
-        except asyncssh.HostKeyNotVerifiable as exc:
-            raise VerificationError(state.refusal or f"{trust.name}: host key not verified: {exc.reason}") from None
-        except asyncssh.KeyExchangeFailed as exc:
-            # The client or the server may notice first (the server then disconnects, sometimes
-            # without a message); the server's KEXINIT says what it offered either way.
-            found = self._handshake_failure(state, algs, host_key_algs, options["compression_algs"])
-            if found is not None:
-                raise found from None
-            if "No matching" in exc.reason or "Unable to find compatible" in exc.reason:
-                raise SecurityPolicyError(
-                    f"{trust.name}: no common secure algorithm with the server: {exc.reason}"
-                ) from None
-            raise TransportError(f"{trust.name}: key exchange failed: {exc.reason}") from None
-        except asyncssh.PermissionDenied as exc:
-            user = s.login or "(local user name)"
-            methods = []
-            if self._client_keys:
-                methods.append("publickey")
-            if s.password is not None:
-                methods.append("password")
-            raise AuthenticationError(
-                f"{trust.name}: the server refused the login {user!r} "
-                f"(tried: {', '.join(methods) or 'no credentials configured'}): {exc.reason}"
-            ) from None
-        except TimeoutError:
-            stage = "authentication" if state.accepted else "connect / key exchange"
-            raise TransferTimeout(f"{trust.name}: no answer within {self._timeout:g} s ({stage})") from None
-        except asyncssh.DisconnectError as exc:
-            if state.refusal:
-                raise VerificationError(state.refusal) from None
-            mismatch = self._handshake_failure(state, algs, host_key_algs, options["compression_algs"])
-            if mismatch is not None:
-                raise mismatch from None
-            if state.presented is None:
-                # Closed before the server showed a host key: OpenSSH drops connections beyond
-                # MaxStartups exactly so (nothing was sent yet); the engine backs off and retries.
-                raise ServerBusyError(
-                    f"{trust.name}: the server closed the connection before the key exchange "
-                    f"(busy: too many connections, e.g. sshd MaxStartups): {exc.reason}"
-                ) from None
-            raise TransportError(f"{trust.name}: the server closed the connection: {exc.reason}") from None
-        except ConnectionRefusedError:
-            raise ServerBusyError(f"cannot connect to {trust.name}: connection refused") from None
-        except ConnectionResetError as exc:
-            if state.presented is None:
-                # sshd resets connections beyond MaxStartups before its version line: busy, nothing sent.
-                raise ServerBusyError(
-                    f"cannot connect to {trust.name}: connection reset before the key exchange "
-                    "(busy: too many connections, e.g. sshd MaxStartups)"
-                ) from None
-            raise TransportError(f"cannot connect to {trust.name}: {exc.strerror or exc}") from None
-        except OSError as exc:
-            raise TransportError(f"cannot connect to {trust.name}: {exc.strerror or exc}") from None
-        if state.accepted is None:  # pragma: no cover - asyncssh always asks (empty trusted set)
-            conn.abort()
-            raise VerificationError(f"{trust.name}: the host key was not checked; refusing the connection")
-        self._conn = conn
-        transport = getattr(conn, "_transport", None)
-        if isinstance(transport, asyncio.Transport):
-            # Private attribute of asyncssh's connection; see _CoalescingTransport for why.
-            conn._transport = cast(asyncio.Transport, _CoalescingTransport(transport, loop))
-        _skip_packet_log_formatting(conn)
-        _skip_cbc_ignore_packets(conn)
-        try:
-            self._sftp = await asyncio.wait_for(conn.start_sftp_client(), self._timeout)
-        except TimeoutError:
-            conn.abort()
-            raise TransferTimeout(
-                f"{trust.name}: the SFTP subsystem did not start within {self._timeout:g} s"
-            ) from None
-        except asyncssh.ChannelOpenError as exc:
-            conn.abort()
-            # OpenSSH MaxSessions (and per-user session limits elsewhere) refuse the session channel.
-            raise ServerBusyError(f"{trust.name}: the server refused a session channel: {exc.reason}") from None
-        except (asyncssh.Error, OSError) as exc:
-            conn.abort()
-            raise TransportError(f"{trust.name}: cannot start the SFTP subsystem: {exc}") from None
+
+        def prepare(conn: asyncssh.SSHClientConnection) -> None:
+            self._conn = conn
+            transport = getattr(conn, "_transport", None)
+            if isinstance(transport, asyncio.Transport):
+                # Private attribute of asyncssh's connection; see _CoalescingTransport for why.
+                conn._transport = cast(asyncio.Transport, _CoalescingTransport(transport, loop))
+            _skip_packet_log_formatting(conn)
+            _skip_cbc_ignore_packets(conn)
+
+        session = await open_sftp_session(s, self._trust, self._client_keys, prepare=prepare)
+        conn = session.conn
+        self._sftp = session.sftp
         handler = self._sftp_handler()
         _skip_packet_log_formatting(handler)  # SFTP packets
         _skip_debug_formatting(handler)  # SFTP requests
@@ -744,23 +810,14 @@ class SFTPClient(ClosingClient):
             port=s.port,
             login=str(conn.get_extra_info("username", s.login or "")),
             server_version=str(conn.get_extra_info("server_version", "")),
-            host_key=state.accepted,
-            kex=_negotiated_kex(conn, algs["kex_algs"]),
+            host_key=session.host_key,
+            kex=session.kex,
             cipher=str(conn.get_extra_info("send_cipher", "")),
             mac=str(conn.get_extra_info("send_mac", "")),
             compression=str(conn.get_extra_info("send_compression", "")),
             atomic_rename=bool(getattr(self._sftp_handler(), "_supports_posix_rename", False)),
             block_size=self._block_size_for_server(),
         )
-
-    def _handshake_failure(
-        self, state: _HandshakeState, algs: dict[str, list[str]], host_key_algs: list[str], compression: list[str]
-    ) -> SecureTransferError | None:
-        """If the handshake died before a host key was presented, name the step with nothing in common."""
-        if state.presented is not None:
-            return None
-        found = _kexinit_mismatch(_server_kexinit(state.conn), algs, host_key_algs, compression)
-        return None if found is None else _no_common_algorithm(*found, self._trust)
 
     def _sftp_handler(self) -> Any:
         return getattr(self._sftp, "_handler", None)
@@ -827,30 +884,8 @@ class SFTPClient(ClosingClient):
         return (self._settings.password, self._settings.private_key_passphrase)
 
     def _translate(self, exc: BaseException, what: str, path: str | None) -> BaseException:
-        """Map an asyncssh / socket error to our hierarchy (messages name paths and codes only).
-
-        The server's text (an SFTP status message, a disconnect reason) may echo the password: it is
-        scrubbed in *exc* itself, which stays reachable as the translation's ``__cause__``.
-        """
-        scrub_secrets(exc, self._secrets)
-        where = self._where
-        target = f" {path}" if path else ""
-        if isinstance(exc, asyncssh.SFTPError):
-            msg = f"{where}: {what}{target}: {_sftp_error_message(exc)}"
-            if isinstance(exc, (asyncssh.SFTPNoSpaceOnFilesystem, asyncssh.SFTPQuotaExceeded)):
-                return RemoteStorageFullError(msg, path=path)
-            if isinstance(exc, (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection, asyncssh.SFTPBadMessage)):
-                return TransportError(msg)
-            return RemotePathError(msg, path=path)
-        if isinstance(exc, (asyncssh.ConnectionLost, asyncssh.DisconnectError)):
-            return TransportError(f"{where}: connection lost during {what}{target}: {exc.reason}")
-        if isinstance(exc, asyncssh.Error):
-            return TransportError(f"{where}: {what}{target}: {exc.reason}")
-        if isinstance(exc, OSError):
-            return TransportError(f"{where}: {what}{target}: {exc.strerror or exc}")
-        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
-            return exc
-        return TransportError(f"{where}: {what}{target} failed: {type(exc).__name__}: {exc}")
+        """See :func:`translate_error`."""
+        return translate_error(exc, where=self._where, what=what, path=path, secrets=self._secrets)
 
     @property
     def closed(self) -> bool:
@@ -915,85 +950,11 @@ class SFTPClient(ClosingClient):
         names = self._run(
             self._read_listing(sftp, path), timeout=None, what="list", path=path, backstop=self._timeout + 5.0
         )
-        base = path.rstrip("/") or "/"
-        entries = []
-        for name in names:
-            filename = name.filename if isinstance(name.filename, str) else name.filename.decode("utf-8", "replace")
-            if filename in (".", ".."):
-                continue
-            entries.append(_entry(listed_child(base, filename, where=self._where), name.attrs))
-        entries.sort(key=lambda e: e.path)
-        return entries
+        return listing_entries(names, path, where=self._where)
 
     async def _read_listing(self, sftp: asyncssh.SFTPClient, path: str) -> list[asyncssh.SFTPName]:
-        """Read directory *path* within ``conn_timeout`` as a whole, at most ``LISTING_MAX_ENTRIES`` names
-        and ``LISTING_MAX_BYTES`` of names (a server can answer ``READDIR`` with names forever, or slowly).
-
-        The reading runs in a task of its own, so that neither bound waits for the server: asyncssh's
-        ``scandir`` closes the directory handle (one more request) on its way out, and a server busy
-        dripping names answers that late or never. The handle is closed in the background; the session
-        stays usable (requests are matched to answers by id).
-
-        :raises LimitExceededError: past a bound.
-        """
-        max_entries = limits.LISTING_MAX_ENTRIES
-        max_bytes = limits.LISTING_MAX_BYTES
-        where = f"{self._where}: list {path}"
-        names: list[asyncssh.SFTPName] = []
-        outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-        def finish(error: BaseException | None) -> None:
-            if not outcome.done():
-                outcome.set_result(None) if error is None else outcome.set_exception(error)
-
-        async def read() -> None:
-            size = 0
-            try:
-                # scandir is an async generator (typed as an iterator): aclosing() closes the handle early.
-                listing_gen = cast("AsyncGenerator[asyncssh.SFTPName, None]", sftp.scandir(path))
-                async with contextlib.aclosing(listing_gen) as listing:
-                    async for name in listing:
-                        names.append(name)
-                        size += len(name.filename) + len(name.longname or "")
-                        if len(names) > max_entries:
-                            finish(
-                                LimitExceededError(
-                                    f"{where}: more than {max_entries} entries (listing entries limit); "
-                                    "listing abandoned",
-                                    limit="listing entries",
-                                )
-                            )
-                            return
-                        if size > max_bytes:
-                            finish(
-                                LimitExceededError(
-                                    f"{where}: more than {max_bytes} bytes of names (listing bytes limit); "
-                                    "listing abandoned",
-                                    limit="listing bytes",
-                                )
-                            )
-                            return
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:
-                finish(exc)
-                return
-            finish(None)
-
-        task = asyncio.ensure_future(read())
-        task.add_done_callback(_retrieve)
-        try:
-            await asyncio.wait_for(asyncio.shield(outcome), self._timeout)
-        except TimeoutError:
-            task.cancel()
-            raise LimitExceededError(
-                f"{where}: not complete within {self._timeout:g} s (conn_timeout limit); listing abandoned",
-                limit="conn_timeout",
-            ) from None
-        except asyncio.CancelledError:
-            task.cancel()
-            raise
-        return names
+        """See :func:`read_listing` (bounded in entries, bytes and time)."""
+        return await read_listing(sftp, path, timeout=self._timeout, where=self._where)
 
     def makedirs(self, path: str) -> None:
         """Create directory *path* and any missing parents; an existing directory is fine."""
@@ -1637,6 +1598,120 @@ class SFTPClient(ClosingClient):
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def translate_error(
+    exc: BaseException, *, where: str, what: str, path: str | None, secrets: tuple[str | None, ...]
+) -> BaseException:
+    """Map an asyncssh / socket error to our hierarchy (messages name paths and codes only).
+
+    The server's text (an SFTP status message, a disconnect reason) may echo the password: it is
+    scrubbed in *exc* itself, which stays reachable as the translation's ``__cause__``.
+    """
+    scrub_secrets(exc, secrets)
+    target = f" {path}" if path else ""
+    if isinstance(exc, asyncssh.SFTPError):
+        msg = f"{where}: {what}{target}: {_sftp_error_message(exc)}"
+        if isinstance(exc, (asyncssh.SFTPNoSpaceOnFilesystem, asyncssh.SFTPQuotaExceeded)):
+            return RemoteStorageFullError(msg, path=path)
+        if isinstance(exc, (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection, asyncssh.SFTPBadMessage)):
+            return TransportError(msg)
+        return RemotePathError(msg, path=path)
+    if isinstance(exc, (asyncssh.ConnectionLost, asyncssh.DisconnectError)):
+        return TransportError(f"{where}: connection lost during {what}{target}: {exc.reason}")
+    if isinstance(exc, asyncssh.Error):
+        return TransportError(f"{where}: {what}{target}: {exc.reason}")
+    if isinstance(exc, OSError):
+        return TransportError(f"{where}: {what}{target}: {exc.strerror or exc}")
+    if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        return exc
+    return TransportError(f"{where}: {what}{target} failed: {type(exc).__name__}: {exc}")
+
+
+async def read_listing(sftp: asyncssh.SFTPClient, path: str, *, timeout: float, where: str) -> list[asyncssh.SFTPName]:
+    """Read directory *path* within ``conn_timeout`` as a whole, at most ``LISTING_MAX_ENTRIES`` names
+    and ``LISTING_MAX_BYTES`` of names (a server can answer ``READDIR`` with names forever, or slowly).
+
+    The reading runs in a task of its own, so that neither bound waits for the server: asyncssh's
+    ``scandir`` closes the directory handle (one more request) on its way out, and a server busy
+    dripping names answers that late or never. The handle is closed in the background; the session
+    stays usable (requests are matched to answers by id).
+
+    :raises LimitExceededError: past a bound.
+    """
+    max_entries = limits.LISTING_MAX_ENTRIES
+    max_bytes = limits.LISTING_MAX_BYTES
+    where = f"{where}: list {path}"
+    names: list[asyncssh.SFTPName] = []
+    outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def finish(error: BaseException | None) -> None:
+        if not outcome.done():
+            outcome.set_result(None) if error is None else outcome.set_exception(error)
+
+    async def read() -> None:
+        size = 0
+        try:
+            # scandir is an async generator (typed as an iterator): aclosing() closes the handle early.
+            listing_gen = cast("AsyncGenerator[asyncssh.SFTPName, None]", sftp.scandir(path))
+            async with contextlib.aclosing(listing_gen) as listing:
+                async for name in listing:
+                    names.append(name)
+                    size += len(name.filename) + len(name.longname or "")
+                    if len(names) > max_entries:
+                        finish(
+                            LimitExceededError(
+                                f"{where}: more than {max_entries} entries (listing entries limit); listing abandoned",
+                                limit="listing entries",
+                            )
+                        )
+                        return
+                    if size > max_bytes:
+                        finish(
+                            LimitExceededError(
+                                f"{where}: more than {max_bytes} bytes of names (listing bytes limit); "
+                                "listing abandoned",
+                                limit="listing bytes",
+                            )
+                        )
+                        return
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            finish(exc)
+            return
+        finish(None)
+
+    task = asyncio.ensure_future(read())
+    task.add_done_callback(_retrieve)
+    try:
+        await asyncio.wait_for(asyncio.shield(outcome), timeout)
+    except TimeoutError:
+        task.cancel()
+        raise LimitExceededError(
+            f"{where}: not complete within {timeout:g} s (conn_timeout limit); listing abandoned",
+            limit="conn_timeout",
+        ) from None
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    return names
+
+
+def listing_entries(names: Sequence[asyncssh.SFTPName], path: str, *, where: str) -> list[RemoteEntry]:
+    """Turn the names :func:`read_listing` read in directory *path* into entries, sorted by path.
+
+    :raises RemotePathError: a name :func:`~airflow_secure_transfer.security.paths.listed_child` refuses.
+    """
+    base = path.rstrip("/") or "/"
+    entries = []
+    for name in names:
+        filename = name.filename if isinstance(name.filename, str) else name.filename.decode("utf-8", "replace")
+        if filename in (".", ".."):
+            continue
+        entries.append(_entry(listed_child(base, filename, where=where), name.attrs))
+    entries.sort(key=lambda e: e.path)
+    return entries
 
 
 def _report(progress: ProgressCallback, amount: int) -> None:

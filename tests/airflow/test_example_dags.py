@@ -85,6 +85,11 @@ def test_example_dags_parse(tmp_path: Path) -> None:
     assert dags["migrate_from_ftp_operator__before"]["put_report"] == "FTPFileTransmitOperator"
     assert dags["migrate_from_ftp_operator__after"]["put_report"] == "SecureUploadOperator"
     assert result["paused"]["migrate_from_ftp_operator__before"] is True  # the plain-FTP DAG never starts by itself
+    assert dags["deliver_with_manifest"] == {"export": "_PythonDecoratedOperator", "deliver": "SecureUploadOperator"}
+    assert dags["wait_for_partner_files"] == {
+        "wait_for_sales": "SecureFileSensor",
+        "summarise": "_PythonDecoratedOperator",
+    }
 
 
 def _check_records(records: Any, server: FTPSServer | SFTPServer, count: int) -> None:
@@ -164,3 +169,32 @@ def test_migrated_dag_upgrades_an_ftp_connection_to_tls(
     commands = [c.split()[0].upper() for c in pyftpd_explicit.command_log if c.strip()]
     assert commands.index("AUTH") < commands.index("USER")  # TLS before the login, on the same "ftp" connection
     assert "PROT" in commands
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("server_fixture", ["asyncssh_server", "pyftpd_explicit"])
+def test_delivery_with_manifest_then_the_deferred_sensor_picks_it_up(
+    request: pytest.FixtureRequest, airflow_home: Path, tmp_path: Path, server_fixture: str
+) -> None:
+    server: FTPSServer | SFTPServer = request.getfixturevalue(server_fixture)
+    env = {
+        **_base_env(airflow_home),
+        "AIRFLOW_CONN_PARTNER_SFTP": server.conn_json(),
+        "DELIVERY_DIR": server.writable_dir,
+        "TMPDIR": str(tmp_path),
+    }
+    day = "2026-12-01"
+    _run([*_airflow(), "dags", "test", "deliver_with_manifest", day], env)
+    delivered = read_return_values(airflow_home, "deliver_with_manifest")["deliver"]
+    assert len(delivered) == 2
+    manifest = json.loads(server.local_path(f"{server.writable_dir}/{day}/MANIFEST.json").read_bytes())
+    assert sorted((f["path"], f["sha256"]) for f in manifest["files"]) == sorted(
+        (r["remote_path"].rsplit("/", 1)[1], r["sha256"]) for r in delivered
+    )
+    assert server.local_path(f"{server.writable_dir}/{day}/_SUCCESS").read_bytes() == b""
+
+    proc = _run([*_airflow(), "dags", "test", "wait_for_partner_files", day], env)
+    assert "running trigger in line" in proc.stdout + proc.stderr  # the sensor deferred
+    values = read_return_values(airflow_home, "wait_for_partner_files")
+    assert sorted(f["remote_path"] for f in values["wait_for_sales"]) == sorted(r["remote_path"] for r in delivered)
+    assert values["summarise"] == {"files": 2, "bytes": sum(r["size"] for r in delivered)}

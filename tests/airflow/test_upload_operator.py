@@ -47,6 +47,8 @@ def _op(**kwargs: object) -> SecureUploadOperator:
         ({"delete_source": 1}, "delete_source must be True or False"),
         ({"preserve_mtime": "no"}, "preserve_mtime must be True or False"),
         ({"conn_id": ""}, "conn_id must be a non-empty string"),
+        ({"manifest": ""}, "manifest must be a remote path or None"),
+        ({"done_marker": 3}, "done_marker must be a remote path or None"),
     ],
 )
 def test_bad_arguments_fail_at_construction_with_a_value_error(kwargs: dict[str, object], message: str) -> None:
@@ -58,7 +60,8 @@ def test_bad_arguments_fail_at_construction_with_a_value_error(kwargs: dict[str,
 def test_construction_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_C", raising=False)
     op = _op(local_path="/does/not/exist/*.csv")  # nothing is looked up or opened yet
-    assert op.template_fields == ("conn_id", "local_path", "remote_path")
+    assert op.template_fields == ("conn_id", "local_path", "remote_path", "manifest", "done_marker")
+    assert op.manifest is None and op.done_marker is None
     assert op.max_connections is None and op.overwrite == "replace" and op.verify == "size"
 
 

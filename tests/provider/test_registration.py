@@ -199,3 +199,17 @@ def test_airflow_providers_list_shows_the_provider(tmp_path: Path) -> None:
     ours = [row for row in rows if row["package_name"] == DISTRIBUTION_NAME]
     assert len(ours) == 1
     assert ours[0]["version"] == airflow_secure_transfer.__version__
+
+
+def test_sensor_and_trigger_are_registered_with_the_providers_manager() -> None:
+    info = get_provider_info()
+    assert {m for s in info["sensors"] for m in s["python-modules"]} == {"airflow_secure_transfer.sensors.file"}
+    assert {m for t in info["triggers"] for m in t["python-modules"]} == {"airflow_secure_transfer.triggers.file"}
+    code = (
+        "from airflow.providers_manager import ProvidersManager\n"
+        "found = ProvidersManager().trigger\n"
+        f"print(sorted({{t.trigger_class_name for t in found if t.package_name == {DISTRIBUTION_NAME!r}}}))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "['airflow_secure_transfer.triggers.file']"

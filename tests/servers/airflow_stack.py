@@ -1,4 +1,5 @@
-"""A real Airflow deployment on loopback: ``api-server``, ``scheduler`` (LocalExecutor) and ``dag-processor``.
+"""A real Airflow deployment on loopback: ``api-server``, ``scheduler`` (LocalExecutor), ``dag-processor``
+and, on request, ``triggerer``.
 
 For tests that need what ``airflow dags test`` does not do: a scheduler placing many (mapped) task
 instances at once on parallel workers, pools, retries. Everything runs in a throwaway ``AIRFLOW_HOME``
@@ -142,11 +143,13 @@ def airflow_stack(
     env: Mapping[str, str] | None = None,
     pools: Mapping[str, int] | None = None,
     parallelism: int = 8,
+    triggerer: bool = False,
 ) -> Iterator[AirflowStack]:
     """Start api-server, scheduler (LocalExecutor, *parallelism* workers) and dag-processor in *home*.
 
     :param env: more environment for every process (``AIRFLOW_CONN_*``, DAG settings).
     :param pools: pools to create before the scheduler starts (name -> slots).
+    :param triggerer: also start ``airflow triggerer`` (for deferred tasks).
     """
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
@@ -182,6 +185,8 @@ def airflow_stack(
         "scheduler": ["scheduler"],
         "dag-processor": ["dag-processor"],
     }
+    if triggerer:
+        commands["triggerer"] = ["triggerer"]
     try:
         for name, args in commands.items():
             log = (home / f"{name}.log").open("wb")
