@@ -66,6 +66,11 @@ class SecureDownloadOperator(BaseOperator):
         connection's ``max_connections`` extra (4 unless set).
     :param server_pool: an Airflow pool standing for the partner's server, as for
         :class:`~airflow_secure_transfer.operators.upload.SecureUploadOperator`.
+    :param manifest: remote path of the producer's delivery manifest (as
+        ``SecureUploadOperator(manifest=...)`` writes it), e.g. ``"/outbox/{{ ds }}/MANIFEST.json"``.
+        Every file it lists must be among the files *remote_path* names, and each is moved into
+        place only when its size and SHA-256 equal the manifest's; any difference or missing file
+        fails with ``IntegrityError``. Templated. Default ``None``.
     :returns: ``[{remote_path, local_path, size, bytes, sha256, seconds, resumed, skipped,
         verified, source_deleted[, archived_to]}, ...]``; ``bytes`` counts the bytes read by
         this run, ``size`` is the file's size.
@@ -74,7 +79,7 @@ class SecureDownloadOperator(BaseOperator):
         they are, so Airflow's retries apply.
     """
 
-    template_fields: Sequence[str] = ("conn_id", "remote_path", "local_path", "remote_archive_dir")
+    template_fields: Sequence[str] = ("conn_id", "remote_path", "local_path", "remote_archive_dir", "manifest")
     ui_color = "#d6eaf8"
 
     def __init__(
@@ -91,6 +96,7 @@ class SecureDownloadOperator(BaseOperator):
         preserve_mtime: bool = True,
         max_connections: int | None = None,
         server_pool: str | None = None,
+        manifest: str | None = None,
         **kwargs: Any,
     ) -> None:
         _apply_server_pool(server_pool, max_connections, kwargs)
@@ -112,6 +118,9 @@ class SecureDownloadOperator(BaseOperator):
         self.preserve_mtime = preserve_mtime
         self.max_connections = max_connections
         self.server_pool = server_pool
+        if manifest is not None and (not isinstance(manifest, str) or not manifest):
+            raise ConfigurationError(f"manifest must be a non-empty remote path, got {manifest!r}")
+        self.manifest = manifest
         self._records: list[TransferRecord] = []
         self._endpoint: Endpoint | None = None
 
@@ -139,6 +148,7 @@ class SecureDownloadOperator(BaseOperator):
             remote_root=endpoint.remote_root,
             log=self.log,
             busy_wait=endpoint.busy_wait,
+            manifest=self.manifest,
         )
 
     def execute(self, context: Any) -> list[dict[str, object]]:

@@ -80,6 +80,7 @@ from airflow_secure_transfer.transfer.base import (
     Verified,
 )
 from airflow_secure_transfer.transfer.local import glob_regex
+from airflow_secure_transfer.transfer.manifest import ManifestEntry, read_manifest
 from airflow_secure_transfer.transfer.options import validate_options
 from airflow_secure_transfer.transfer.runner import (
     Cancelled,
@@ -486,6 +487,25 @@ class _Shared(RunContext):
     local_base: str
     made_dirs: set[str] = field(default_factory=set)
     remote_made_dirs: set[str] = field(default_factory=set)
+    #: ``download(manifest=...)``: absolute remote path -> what the producer uploaded.
+    manifest: dict[str, ManifestEntry] | None = None
+
+    def check_manifest(self, item: _RemoteFile, size: int, sha256: str) -> bool:
+        """Compare a downloaded file with its manifest entry; True when it has one and it matches.
+
+        :raises IntegrityError: the manifest lists other bytes (nothing is moved into place).
+        """
+        if self.manifest is None:
+            return False
+        entry = self.manifest.get(item.remote)
+        if entry is None:
+            return False
+        if entry.size != size or entry.sha256 != sha256:
+            raise IntegrityError(
+                f"{item.remote}: {size} bytes with SHA-256 {sha256}, the manifest lists {entry.size} bytes with "
+                f"SHA-256 {entry.sha256}; not moved into place"
+            )
+        return True
 
 
 def _fsync_dir(directory: str) -> None:
@@ -568,6 +588,8 @@ class _FileDownload:
                 f"{item.remote}: the server sent {len(data)}{'+' if len(data) > (item.size or 0) else ''} bytes, "
                 f"it listed {item.size} (the file is changing?); nothing was written"
             )
+        digest = hashlib.sha256(data).hexdigest()
+        in_manifest = self.shared.check_manifest(item, len(data), digest)
         part = local_partial_name(item.local, item.remote, item.size, item.mtime) or os.path.join(
             os.path.dirname(item.local), f".{os.path.basename(item.local)[:200]}.{os.getpid()}.part"
         )
@@ -595,11 +617,11 @@ class _FileDownload:
             local_path=item.local,
             remote_path=item.remote,
             bytes=len(data),
-            sha256=hashlib.sha256(data).hexdigest(),
+            sha256=digest,
             seconds=time.monotonic() - pending.started,
             resumed=False,
             skipped=False,
-            verified="size",
+            verified="checksum" if in_manifest else "size",
             size=len(data),
         )
         return self._finish(fs, record)
@@ -701,6 +723,9 @@ class _FileDownload:
             raise LocalPathError(f"cannot read local file {item.local!r}: {exc.strerror}", path=item.local) from None
         if remote_sum is not None and hashers[remote_sum[0]].hexdigest() != remote_sum[1]:
             return None
+        entry = None if self.shared.manifest is None else self.shared.manifest.get(item.remote)
+        if entry is not None and (entry.size != item.size or entry.sha256 != hashers["sha256"].hexdigest()):
+            return None  # the local copy is not what the producer listed: fetch it
         self.shared.progress.accounted(item.size)
         self.shared.log.info("skipped %s: identical to %s (%s)", item.remote, item.local, how)
         return TransferRecord(
@@ -780,6 +805,7 @@ class _FileDownload:
                     raise _local_write_error(exc, part) from None
                 size = os.fstat(f.fileno()).st_size
             self._verify(fs, part, size, hashers)
+            in_manifest = self.shared.check_manifest(item, size, hashers["sha256"].hexdigest())
             self._set_local_mtime(part)
             os.replace(part, item.local)
             _fsync_dir(os.path.dirname(item.local))
@@ -798,7 +824,7 @@ class _FileDownload:
             seconds=time.monotonic() - started,
             resumed=offset > 0,
             skipped=False,
-            verified="checksum" if self.opts.verify == "checksum" else "size",
+            verified="checksum" if self.opts.verify == "checksum" or in_manifest else "size",
             size=size,
         )
 
@@ -885,15 +911,55 @@ class _FileDownload:
 class _DownloadStep:
     """The download direction for :class:`~airflow_secure_transfer.transfer.runner.Runner`."""
 
-    def __init__(self, sources: list[str], local_path: str, shared: _Shared, remote_root: str | None) -> None:
+    def __init__(
+        self,
+        sources: list[str],
+        local_path: str,
+        shared: _Shared,
+        remote_root: str | None,
+        manifest_path: str | None = None,
+    ) -> None:
         self.sources = sources
         self.local_path = local_path
         self.shared = shared
         self.remote_root = remote_root
+        self.manifest_path = manifest_path
         self.plan = _Plan([])
 
+    def _read_manifest(self, fs: RemoteFS, path: str) -> None:
+        """Read the producer's manifest; every file it lists must be among the files to download."""
+        home = getattr(fs, "home", "/")
+        where = resolve_remote(path, self.remote_root, cwd=home if isinstance(home, str) and home else "/")
+        manifest = read_manifest(fs, where)
+        if manifest is None:
+            raise IntegrityError(f"the manifest {where} does not exist (the delivery is not complete?)")
+        entries = manifest.resolve(where, self.remote_root)
+        planned = {f.remote for f in self.plan.files}
+        missing = sorted(set(entries) - planned)
+        if missing:
+            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            raise IntegrityError(
+                f"the manifest {where} lists {len(missing)} file(s) that remote_path does not hold: {shown}; "
+                "nothing was downloaded"
+            )
+        extra = sorted(r for r in planned if r not in entries and r != where)
+        if extra:
+            self.shared.log.warning(
+                "%d file(s) are not in the manifest %s and are downloaded unchecked by it (e.g. %s)",
+                len(extra),
+                where,
+                extra[0],
+            )
+        self.shared.manifest = entries
+        self.shared.log.info(
+            "manifest %s (%s): %d file(s) will be checked against it", where, manifest.producer, len(entries)
+        )
+
     def prepare(self, first: Connection) -> list[_RemoteFile]:
-        self.plan = _plan(first.get(), self.sources, self.local_path, remote_root=self.remote_root, log=self.shared.log)
+        fs = first.get()
+        self.plan = _plan(fs, self.sources, self.local_path, remote_root=self.remote_root, log=self.shared.log)
+        if self.manifest_path is not None:
+            self._read_manifest(fs, self.manifest_path)
         if self.plan.single:
             self.shared.local_base = os.path.dirname(self.plan.files[0].local)
         progress = self.shared.progress
@@ -951,6 +1017,7 @@ def download(
     log: Log | None = None,
     progress_interval: float = 5.0,
     busy_wait: float = 0.0,
+    manifest: str | None = None,
 ) -> list[TransferRecord]:
     """Download *remote_path* to *local_path*; return one record per file.
 
@@ -974,6 +1041,10 @@ def download(
     :param log: logger for progress and the summary (default: this module's).
     :param progress_interval: longest time between progress messages, in seconds.
     :param busy_wait: see :func:`~airflow_secure_transfer.transfer.engine.upload`.
+    :param manifest: remote path of the producer's delivery manifest
+        (:mod:`~airflow_secure_transfer.transfer.manifest`): every file it lists must be among the
+        files to download (else nothing is downloaded), and each is moved into place only when its
+        size and SHA-256 equal the manifest's (``verified="checksum"``); else ``IntegrityError``.
     :returns: records in plan order (a file that failed has none).
     :raises SecureTransferError: the first error (non-retryable ones first); files already
         downloaded stay, an interrupted file's partial stays for resume.
@@ -1004,7 +1075,9 @@ def download(
         busy_wait=busy_wait,
         local_base=os.path.abspath(os.path.expanduser(local)),
     )
-    step = _DownloadStep(sources, local, shared, remote_root)
+    if manifest is not None and (not isinstance(manifest, str) or not manifest.strip()):
+        raise ConfigurationError(f"manifest must be a non-empty remote path, got {manifest!r}")
+    step = _DownloadStep(sources, local, shared, remote_root, manifest)
     run: Runner[_RemoteFile, _Pending] = Runner(step, connect, shared, max_connections, verb="downloading")
     started = time.monotonic()
     try:

@@ -75,3 +75,91 @@ def test_manifest_lists_exactly_the_files_and_the_marker_comes_last(
     assert {path: (e.size, e.sha256) for path, e in manifest.resolve(manifest_path).items()} == {
         remote(any_server, "day", rel): (len(data), sha256_file(src / rel)) for rel, data in payload.items()
     }
+
+
+def _deliver(any_server: AnyServer, airflow_conn: Callable[..., str], tmp_path: Path) -> dict[str, bytes]:
+    """The producer's side: three files and a manifest under ``day/``."""
+    src = tmp_path / "produced"
+    (src / "sub").mkdir(parents=True)
+    payload = {"a.csv": b"a,b\n1,2\n", "big.bin": os.urandom(1_500_000), "sub/c.txt": b"c"}
+    for rel, data in payload.items():
+        (src / rel).write_bytes(data)
+    SecureUploadOperator(
+        task_id="produce",
+        conn_id=airflow_conn("producer", any_server),
+        local_path=str(src),
+        remote_path=remote(any_server, "day/"),
+        manifest=remote(any_server, "day", "MANIFEST.json"),
+    ).execute(context={"run_id": "manual__1"})
+    return payload
+
+
+def test_consumer_proves_it_got_what_the_producer_sent(
+    any_server: AnyServer, airflow_conn: Callable[..., str], tmp_path: Path
+) -> None:
+    from airflow_secure_transfer.operators.download import SecureDownloadOperator
+
+    payload = _deliver(any_server, airflow_conn, tmp_path)
+    records = SecureDownloadOperator(
+        task_id="consume",
+        conn_id=airflow_conn("consumer", any_server),
+        remote_path=remote(any_server, "day"),
+        local_path=str(tmp_path / "consumed"),
+        manifest=remote(any_server, "day", "MANIFEST.json"),
+    ).execute(context={})
+    by_name = {os.path.relpath(r["local_path"], tmp_path / "consumed"): r for r in records}
+    for rel, data in payload.items():
+        assert (tmp_path / "consumed" / rel).read_bytes() == data
+        assert by_name[rel]["verified"] == "checksum"  # proven by the producer's digest
+    assert by_name["MANIFEST.json"]["verified"] == "size"  # the manifest itself is not in the manifest
+
+
+def test_consumer_refuses_a_file_that_differs_from_the_manifest(
+    any_server: AnyServer, airflow_conn: Callable[..., str], tmp_path: Path
+) -> None:
+    from airflow_secure_transfer.exceptions import IntegrityError
+    from airflow_secure_transfer.transfer.download import download
+
+    payload = _deliver(any_server, airflow_conn, tmp_path)
+    tampered = any_server.local_root / "day" / "big.bin"
+    data = bytearray(payload["big.bin"])
+    data[777] ^= 0xFF  # same size, one byte changed after the manifest was written
+    tampered.write_bytes(bytes(data))
+    small = any_server.local_root / "day" / "a.csv"
+    small.write_bytes(b"a,b\n1,3\n")  # a small file (read in a batch on SFTP) changed the same way
+    with pytest.raises(IntegrityError, match="the manifest lists") as info:
+        download(
+            lambda: client_for(settings_for(any_server)),
+            remote(any_server, "day"),
+            str(tmp_path / "consumed"),
+            manifest=remote(any_server, "day", "MANIFEST.json"),
+        )
+    assert "2 of 4 files failed" in "".join(getattr(info.value, "__notes__", []))
+    assert not (tmp_path / "consumed" / "big.bin").exists() and not (tmp_path / "consumed" / "a.csv").exists()
+    assert (tmp_path / "consumed" / "sub" / "c.txt").read_bytes() == b"c"
+    assert leftovers(tmp_path / "consumed") == []
+
+
+def test_consumer_refuses_a_delivery_missing_a_listed_file(
+    any_server: AnyServer, airflow_conn: Callable[..., str], tmp_path: Path
+) -> None:
+    from airflow_secure_transfer.exceptions import IntegrityError
+    from airflow_secure_transfer.transfer.download import download
+
+    _deliver(any_server, airflow_conn, tmp_path)
+    (any_server.local_root / "day" / "sub" / "c.txt").unlink()
+    with pytest.raises(IntegrityError, match=r"lists 1 file\(s\) that remote_path does not hold: .*sub/c\.txt"):
+        download(
+            lambda: client_for(settings_for(any_server)),
+            remote(any_server, "day"),
+            str(tmp_path / "consumed"),
+            manifest=remote(any_server, "day", "MANIFEST.json"),
+        )
+    assert not (tmp_path / "consumed").exists()
+    with pytest.raises(IntegrityError, match="does not exist"):
+        download(
+            lambda: client_for(settings_for(any_server)),
+            remote(any_server, "day"),
+            str(tmp_path / "consumed"),
+            manifest=remote(any_server, "day", "NOPE.json"),
+        )
