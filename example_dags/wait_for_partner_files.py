@@ -1,4 +1,4 @@
-"""Wait for a partner's delivery, then process it (the consumer's side).
+"""Wait for a partner's delivery, download it checked against the producer's manifest, then process it.
 
 ``SecureFileSensor`` waits, deferred (in the triggerer, no worker slot held), until the day's
 ``MANIFEST.json`` and ``_SUCCESS`` exist and every file the manifest lists is present with its
@@ -7,9 +7,13 @@ prove completion here, so ``stable_for=0``; without them, ``stable_for=30`` wait
 stopped changing for 30 s. A ``.``-prefixed name (every temporary upload name of this provider)
 never matches.
 
-The next task receives the list. In a full pipeline it is a download:
-``SecureDownloadOperator.partial(conn_id=...).expand(remote_path=...)``; here it summarises the
-delivery.
+``SecureDownloadOperator`` then fetches the day's files (``remote_path`` from the sensor's list)
+into a local directory, each moved into place only when its size and SHA-256 equal the
+manifest's: the consumer proves it got exactly what the producer sent. ``summarise`` processes
+the local copies. (For very large deliveries, map the download:
+``SecureDownloadOperator.partial(conn_id=...).expand(remote_path=...)``.)
+
+Local directory: ``DELIVERY_LOCAL_DIR`` (default: a directory under the system's temp dir).
 
 Connection: ``DELIVERY_CONN_ID`` (default ``partner_sftp``). Remote directory: ``DELIVERY_DIR``
 (default ``/inbound``), as written by ``deliver_with_manifest.py``.
@@ -18,15 +22,18 @@ Connection: ``DELIVERY_CONN_ID`` (default ``partner_sftp``). Remote directory: `
 from __future__ import annotations
 
 import os
+import tempfile
 from datetime import datetime
 from typing import Any
 
 from airflow.sdk import dag, task
 
+from airflow_secure_transfer.operators.download import SecureDownloadOperator
 from airflow_secure_transfer.sensors.file import SecureFileSensor
 
 CONN_ID = os.environ.get("DELIVERY_CONN_ID", "partner_sftp")
 REMOTE_DIR = os.environ.get("DELIVERY_DIR", "/inbound").rstrip("/")
+LOCAL_DIR = os.environ.get("DELIVERY_LOCAL_DIR", os.path.join(tempfile.gettempdir(), "partner-deliveries"))
 
 
 @dag(
@@ -36,6 +43,7 @@ REMOTE_DIR = os.environ.get("DELIVERY_DIR", "/inbound").rstrip("/")
     catchup=False,
     tags=["secure-transfer", "example"],
     doc_md=__doc__,
+    render_template_as_native_obj=True,  # the sensor's list of paths reaches remote_path as a list
 )
 def wait_for_partner_files() -> None:
     wait = SecureFileSensor(
@@ -51,14 +59,28 @@ def wait_for_partner_files() -> None:
         timeout=6 * 3600,
     )
 
-    @task
-    def summarise(files: list[dict[str, Any]]) -> dict[str, Any]:
-        """Summarise the delivery (a download and the real processing would go here)."""
-        for f in files:
-            print(f"{f['remote_path']}: {f['size']} bytes")
-        return {"files": len(files), "bytes": sum(int(f["size"]) for f in files)}
+    fetch = SecureDownloadOperator(
+        task_id="fetch",
+        conn_id=CONN_ID,
+        # The sensor's matched files (a list of remote paths), checked against the producer's manifest.
+        remote_path="{{ ti.xcom_pull(task_ids='wait_for_sales') | map(attribute='remote_path') | list }}",
+        local_path=LOCAL_DIR + "/{{ ds }}/",
+        manifest=REMOTE_DIR + "/{{ ds }}/MANIFEST.json",
+        overwrite="skip_identical",
+    )
 
-    summarise(wait.output)
+    @task
+    def summarise(records: list[dict[str, Any]]) -> dict[str, Any]:
+        """Process the local copies (here: count their rows and bytes)."""
+        rows = 0
+        for r in records:
+            with open(r["local_path"], "rb") as f:
+                rows += sum(1 for _ in f)
+            print(f"{r['local_path']}: {r['size']} bytes, sha256 {r['sha256'][:16]}..., verified {r['verified']}")
+        return {"files": len(records), "bytes": sum(int(r["size"]) for r in records), "rows": rows}
+
+    wait >> fetch
+    summarise(fetch.output)
 
 
 wait_for_partner_files()

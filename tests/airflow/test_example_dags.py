@@ -81,6 +81,8 @@ def test_example_dags_parse(tmp_path: Path) -> None:
         "upload_ftps": "SecureUploadOperator",
         "upload_sftp": "SecureUploadOperator",
         "move_sftp": "SecureUploadOperator",
+        "fetch_back_ftps": "SecureDownloadOperator",
+        "fetch_back_sftp": "SecureDownloadOperator",
     }
     assert dags["migrate_from_ftp_operator__before"]["put_report"] == "FTPFileTransmitOperator"
     assert dags["migrate_from_ftp_operator__after"]["put_report"] == "SecureUploadOperator"
@@ -88,6 +90,7 @@ def test_example_dags_parse(tmp_path: Path) -> None:
     assert dags["deliver_with_manifest"] == {"export": "_PythonDecoratedOperator", "deliver": "SecureUploadOperator"}
     assert dags["wait_for_partner_files"] == {
         "wait_for_sales": "SecureFileSensor",
+        "fetch": "SecureDownloadOperator",
         "summarise": "_PythonDecoratedOperator",
     }
 
@@ -181,6 +184,7 @@ def test_delivery_with_manifest_then_the_deferred_sensor_picks_it_up(
         **_base_env(airflow_home),
         "AIRFLOW_CONN_PARTNER_SFTP": server.conn_json(),
         "DELIVERY_DIR": server.writable_dir,
+        "DELIVERY_LOCAL_DIR": str(tmp_path / "received"),
         "TMPDIR": str(tmp_path),
     }
     day = "2026-12-01"
@@ -197,4 +201,8 @@ def test_delivery_with_manifest_then_the_deferred_sensor_picks_it_up(
     assert "running trigger in line" in proc.stdout + proc.stderr  # the sensor deferred
     values = read_return_values(airflow_home, "wait_for_partner_files")
     assert sorted(f["remote_path"] for f in values["wait_for_sales"]) == sorted(r["remote_path"] for r in delivered)
-    assert values["summarise"] == {"files": 2, "bytes": sum(r["size"] for r in delivered)}
+    fetched = values["fetch"]  # downloaded, each checked against the producer's manifest
+    assert sorted(r["sha256"] for r in fetched) == sorted(r["sha256"] for r in delivered)
+    assert all(r["verified"] == "checksum" and Path(r["local_path"]).is_file() for r in fetched)
+    summary = values["summarise"]
+    assert summary["files"] == 2 and summary["bytes"] == sum(r["size"] for r in delivered) and summary["rows"] > 0
