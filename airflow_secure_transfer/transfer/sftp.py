@@ -22,11 +22,11 @@ the connection's ``conn_timeout``. Data moves in pipelined requests:
 
 The client's CPU is what limits one transfer on a fast link, so three things
 keep asyncssh's per-packet work down without changing the protocol's security:
-packets written in one loop turn leave in one ``send()`` (:class:`_CoalescingTransport`),
-asyncssh's packet-log formatting is skipped while its packet log is off
-(:func:`_skip_packet_log_formatting`), and its empty ``SSH_MSG_IGNORE`` before each
-packet -- a countermeasure for CBC ciphers, which are never negotiated here -- is
-not sent (:func:`_skip_cbc_ignore_packets`). Each is measured in its docstring.
+packets written in one loop turn leave in one ``send()``, asyncssh's packet-log
+formatting is skipped while its packet log is off, and its empty ``SSH_MSG_IGNORE``
+before each packet -- a countermeasure for CBC ciphers, which are never negotiated
+here -- is not sent. Each uses asyncssh internals, all of them in
+:mod:`~airflow_secure_transfer.transfer._asyncssh_private` (measured in its docstrings).
 
 A resumed upload continues at the partial file's size. That is right because SFTP
 servers execute the requests of one session in order (OpenSSH's sftp-server and
@@ -96,6 +96,7 @@ from airflow_secure_transfer.security.hostkeys import (
     HostKeyTrust,
 )
 from airflow_secure_transfer.security.paths import check_name, listed_child
+from airflow_secure_transfer.transfer import _asyncssh_private as private
 from airflow_secure_transfer.transfer import limits
 from airflow_secure_transfer.transfer.base import Checksum, ClosingClient, ProgressCallback, RemoteEntry
 
@@ -295,132 +296,6 @@ class _VerifyingClient(asyncssh.SSHClient):
         return False  # host certificates are never offered nor accepted
 
 
-class _CoalescingTransport:
-    """Join the SSH packets written in one event-loop turn into one ``send()``.
-
-    asyncssh writes every SSH packet (and an ``SSH_MSG_IGNORE`` before each data packet)
-    with its own ``transport.write``, which on a selector loop is one ``send()`` system
-    call per packet -- about two per 32 KiB of file data. Buffering them until the end of
-    the current loop iteration cuts the system calls and the per-call overhead (about a tenth
-    of the client's CPU in a 256 MiB upload, measured); the bytes and their order on the wire
-    are unchanged.
-    """
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._pending: list[bytes] = []
-        self._scheduled = False
-
-    def write(self, data: bytes) -> None:
-        self._pending.append(data)
-        if not self._scheduled:
-            self._scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._scheduled = False
-        if self._pending:
-            chunks, self._pending = self._pending, []
-            if not self._transport.is_closing():
-                self._transport.write(chunks[0] if len(chunks) == 1 else b"".join(chunks))
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def abort(self) -> None:
-        self._pending = []
-        self._transport.abort()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._transport, name)
-
-
-def _skip_packet_log_formatting(packet_logger: object) -> None:
-    """Skip asyncssh's per-packet log formatting when its packet log is off (debug level < 3).
-
-    asyncssh builds a log line (type name, size, note) for every SSH and SFTP packet and
-    then drops it unless debug level 3 is set; for a 32 KiB data packet that formatting is
-    about an eighth of the client's CPU (measured). Below level 3 the result is identical:
-    nothing is logged either way. Level 3 (packet dumps) is left alone.
-    """
-    level = getattr(getattr(asyncssh, "logging", None), "logger", None)
-    if packet_logger is None or getattr(level, "_debug_level", 3) >= 3:
-        return
-
-    def _no_packet_log(*args: object, **kwargs: object) -> None:
-        return None
-
-    for name in ("log_sent_packet", "log_received_packet"):
-        if callable(getattr(packet_logger, name, None)):
-            setattr(packet_logger, name, _no_packet_log)
-
-
-class _LevelCheckedLogger:
-    """An asyncssh ``SSHLogger`` whose ``debug1``/``debug2`` return at once when DEBUG is off.
-
-    asyncssh's ``SSHLogger.log`` converts every argument to text before the standard library
-    checks the level, and its SFTP client logs each request (``Sending write for 8192 bytes at
-    offset 0 in handle ...``): with many small files that formatting was ~9 % of the client's CPU
-    (py-spy, 500 files of 8 KiB). Checking the level first changes nothing that is logged.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-
-    def debug1(self, msg: str, *args: object, **kwargs: object) -> None:
-        if self._inner.isEnabledFor(logging.DEBUG):
-            self._inner.debug1(msg, *args, **kwargs)
-
-    def debug2(self, msg: str, *args: object, **kwargs: object) -> None:
-        if self._inner.isEnabledFor(logging.DEBUG):
-            self._inner.debug2(msg, *args, **kwargs)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-
-def _skip_debug_formatting(handler: object) -> None:
-    """Put a :class:`_LevelCheckedLogger` in front of the SFTP handler's logger (asyncssh internals)."""
-    inner = getattr(handler, "_logger", None)
-    if inner is not None and callable(getattr(inner, "isEnabledFor", None)):
-        setattr(handler, "_logger", _LevelCheckedLogger(inner))  # noqa: B010 - a private attribute
-
-
-def _skip_cbc_ignore_packets(conn: asyncssh.SSHClientConnection) -> None:
-    """Do not send asyncssh's empty ``SSH_MSG_IGNORE`` before every packet when the cipher is not CBC.
-
-    asyncssh precedes each encrypted packet with an empty ``SSH_MSG_IGNORE``: the countermeasure
-    of RFC 4251 section 9.3.1 against predictable CBC initialisation vectors. CBC ciphers are
-    never offered here (:data:`~airflow_secure_transfer.security.hostkeys.CIPHERS`: AES-GCM,
-    ChaCha20-Poly1305, AES-CTR with encrypt-then-MAC), where the countermeasure protects
-    nothing, and OpenSSH does not send these packets either. Skipping them halves the packets
-    the client encrypts (one per 32 KiB of data); each costs about 13 us of CPU, some 7 % of an
-    upload's client CPU (measured). The check is made per packet on the negotiated cipher, so a
-    cipher outside our list (there is none) would keep them.
-    """
-    from asyncssh.constants import MSG_IGNORE
-    from asyncssh.packet import String
-
-    original = conn.send_packet
-    empty = String(b"")
-    # The decision holds until a rekey installs a new encryption object (the cipher is looked up
-    # again then); get_extra_info on every packet cost ~3 % of a large upload's client CPU.
-    decided: list[object] = [None, False]  # [encryption object, skip]
-
-    def send_packet(pkttype: int, *args: bytes, **kwargs: Any) -> None:
-        if pkttype == MSG_IGNORE and args == (empty,) and not kwargs:
-            encryption = getattr(conn, "_send_encryption", None)
-            if encryption is None or encryption is not decided[0]:
-                decided[:] = [encryption, str(conn.get_extra_info("send_cipher", "")) in CIPHERS]
-            if decided[1]:
-                return None
-        return original(pkttype, *args, **kwargs)
-
-    setattr(conn, "send_packet", send_packet)  # noqa: B010 - an instance attribute shadows the method
-
-
 class _LoopThread:
     """A private asyncio event loop running in a daemon thread."""
 
@@ -497,9 +372,6 @@ def _kexinit_mismatch(
 
 def _is_aead(cipher: str) -> bool:
     return "gcm" in cipher or "poly1305" in cipher
-
-
-_WEAK_HOST_KEY_ALGS = {"ssh-rsa": "SHA-1 RSA signatures (ssh-rsa)", "ssh-dss": "DSA (ssh-dss)"}
 
 
 def _no_common_algorithm(what: str, ours: list[str], theirs: list[str], trust: HostKeyTrust) -> SecureTransferError:
@@ -791,20 +663,14 @@ class SFTPClient(ClosingClient):
 
         def prepare(conn: asyncssh.SSHClientConnection) -> None:
             self._conn = conn
-            transport = getattr(conn, "_transport", None)
-            if isinstance(transport, asyncio.Transport):
-                # Private attribute of asyncssh's connection; see _CoalescingTransport for why.
-                conn._transport = cast(asyncio.Transport, _CoalescingTransport(transport, loop))
-            _skip_packet_log_formatting(conn)
-            _skip_cbc_ignore_packets(conn)
+            private.coalesce_writes(conn, loop)  # see CoalescingTransport for why
+            private.skip_packet_log_formatting(conn)
+            private.skip_cbc_ignore_packets(conn)
 
         session = await open_sftp_session(s, self._trust, self._client_keys, prepare=prepare)
         conn = session.conn
         self._sftp = session.sftp
-        handler = self._sftp_handler()
-        _skip_packet_log_formatting(handler)  # SFTP packets
-        _skip_debug_formatting(handler)  # SFTP requests
-        _skip_packet_log_formatting(getattr(getattr(handler, "_writer", None), "channel", None))  # channel data
+        private.quiet_sftp_handler(self._sftp)
         return SessionInfo(
             host=s.host,
             port=s.port,
@@ -815,17 +681,18 @@ class SFTPClient(ClosingClient):
             cipher=str(conn.get_extra_info("send_cipher", "")),
             mac=str(conn.get_extra_info("send_mac", "")),
             compression=str(conn.get_extra_info("send_compression", "")),
-            atomic_rename=bool(getattr(self._sftp_handler(), "_supports_posix_rename", False)),
+            atomic_rename=private.supports_posix_rename(self._sftp),
             block_size=self._block_size_for_server(),
         )
 
     def _sftp_handler(self) -> Any:
-        return getattr(self._sftp, "_handler", None)
+        """asyncssh's SFTP request layer behind this session (see ``_asyncssh_private``), or None."""
+        return private.sftp_handler(self._sftp)
 
     def _block_size_for_server(self) -> int:
         assert self._sftp is not None
         limits = self._sftp.limits
-        advertised = bool(getattr(self._sftp_handler(), "_supports_limits", True))
+        advertised = private.supports_limits(self._sftp)
         server_max = min(limits.max_read_len, limits.max_write_len)
         if not advertised:
             server_max = _UNADVERTISED_BLOCK_SIZE
@@ -994,10 +861,10 @@ class SFTPClient(ClosingClient):
         check_name(path)
         if self._check_file_supported is False:
             return self.exec_checksum(path)
-        handler = self._sftp_handler()
-        if handler is None or not hasattr(handler, "_send_request"):
+        if private.sftp_handler(self._sftp) is None:
             self._check_file_supported = False
             return self.exec_checksum(path)
+        sftp = self._sftp
 
         async def op() -> tuple[int, Any]:
             from asyncssh.packet import String, UInt32, UInt64
@@ -1010,7 +877,9 @@ class SFTPClient(ClosingClient):
                 UInt64(0),
                 UInt32(0),
             )
-            handler._send_request(b"check-file-name", args, waiter)
+            if not private.send_extended_request(sftp, b"check-file-name", args, waiter):
+                self._check_file_supported = False  # no request layer: no server checksum on this client
+                return 0, None
             return await waiter
 
         resptype, packet = self._call(op, "checksum", path)
@@ -1247,14 +1116,56 @@ class SFTPClient(ClosingClient):
             check_name(part)
             check_name(target)
         sftp = self.sftp
-        handler = self._sftp_handler()  # asyncssh's request layer: open/write/fstat/close by handle
+        # asyncssh's request layer (private): WRITEs, FSETSTAT, FSTAT and CLOSE in flight together;
+        # without it, the public file API (one request after the other, per file).
+        handler = private.request_layer(sftp)
         block = self.info.block_size
         timeout = self._timeout
         write_errors: dict[int, BaseException] = {}
         answered = [0.0]
         times = list(mtimes) if mtimes is not None else [None] * len(items)
 
+        async def one_public(i: int, part: str, target: str, data: bytes) -> int | None:
+            loop = asyncio.get_running_loop()
+            try:
+                f = await sftp.open(part, _FXF_WRITE | _FXF_CREAT | _FXF_TRUNC, encoding=None, block_size=0)
+            except asyncssh.SFTPError as exc:
+                raise self._translate(exc, "open for writing", part) from exc
+            answered[0] = loop.time()
+            try:
+                try:
+                    for pos in range(0, len(data), block):
+                        await f.write(data[pos : pos + block], pos)
+                        answered[0] = loop.time()
+                except asyncssh.SFTPError as exc:
+                    write_errors[i] = exc  # named (full disk or not) outside the loop
+                    return None
+                mtime = times[i] if self.can_set_mtime is not False else None
+                if mtime is not None:
+                    try:
+                        await f.utime((int(time.time()), mtime))
+                        self.can_set_mtime = True
+                    except asyncssh.SFTPError:
+                        self.can_set_mtime = False
+                try:
+                    attrs = await f.stat()
+                except asyncssh.SFTPError as exc:
+                    raise self._translate(exc, "stat", part) from exc
+            finally:
+                await f.close()
+            answered[0] = loop.time()
+            if attrs.size != len(data):
+                return attrs.size
+            try:
+                await _replace(sftp, part, target)
+            except asyncssh.SFTPError as exc:
+                raise self._translate(exc, "rename", f"{part} -> {target}") from exc
+            answered[0] = loop.time()
+            return attrs.size
+
         async def one(i: int, part: str, target: str, data: bytes) -> int | None:
+            if handler is None:
+                return await one_public(i, part, target, data)
             loop = asyncio.get_running_loop()
             try:
                 handle = await handler.open(
@@ -1788,7 +1699,7 @@ def _server_kexinit(conn: asyncssh.SSHClientConnection | None) -> list[list[str]
     asyncssh keeps the raw payload (byte 20, 16-byte cookie, then name-lists) for the
     exchange hash; it does not keep the chosen names, so they are derived from it.
     """
-    payload = getattr(conn, "_server_kexinit", b"") or b""
+    payload = private.server_kexinit_payload(conn)
     lists: list[list[str]] = []
     pos = 17
     try:
