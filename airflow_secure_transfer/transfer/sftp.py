@@ -56,7 +56,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import hashlib
 import logging
 import posixpath
@@ -65,7 +64,6 @@ import shlex
 import stat as stat_module
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
@@ -73,7 +71,6 @@ from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 import asyncssh
 
 from airflow_secure_transfer.exceptions import (
-    AuthenticationError,
     ConfigurationError,
     IntegrityError,
     LimitExceededError,
@@ -81,17 +78,11 @@ from airflow_secure_transfer.exceptions import (
     RemoteStorageFullError,
     SecureTransferError,
     SecurityPolicyError,
-    ServerBusyError,
     TransferTimeout,
     TransportError,
-    VerificationError,
     scrub_secrets,
 )
 from airflow_secure_transfer.security.hostkeys import (
-    CIPHERS,
-    CLIENT_SIGNATURE_ALGORITHMS,
-    KEX_ALGORITHMS,
-    MAC_ALGORITHMS,
     HostKey,
     HostKeyTrust,
 )
@@ -99,6 +90,18 @@ from airflow_secure_transfer.security.paths import check_name, listed_child
 from airflow_secure_transfer.transfer import _asyncssh_private as private
 from airflow_secure_transfer.transfer import limits
 from airflow_secure_transfer.transfer.base import Checksum, ClosingClient, ProgressCallback, RemoteEntry
+from airflow_secure_transfer.transfer.sftp_handshake import (
+    OpenedSession,
+    _is_aead,
+    open_sftp_session,
+)
+from airflow_secure_transfer.transfer.sftp_pipeline import (
+    _Downloader,
+    _LoopThread,
+    _Uploader,
+    _UploadError,
+    _UploadTimeout,
+)
 
 if TYPE_CHECKING:
     from airflow_secure_transfer.security.policy import SFTPSettings
@@ -203,32 +206,6 @@ def _quiet_asyncssh_logger() -> None:
             lg.setLevel(logging.WARNING)
 
 
-def _supported(wanted: tuple[str, ...], available: list[bytes]) -> list[str]:
-    names = {a.decode("ascii") for a in available}
-    return [a for a in wanted if a in names]
-
-
-def _algorithms() -> dict[str, list[str]]:
-    """Intersect our secure lists with what this asyncssh build implements."""
-    from asyncssh.encryption import get_encryption_algs
-    from asyncssh.kex import get_kex_algs
-    from asyncssh.mac import get_mac_algs
-    from asyncssh.public_key import get_public_key_algs
-
-    return {
-        "kex_algs": _supported(KEX_ALGORITHMS, get_kex_algs()),
-        "encryption_algs": _supported(CIPHERS, get_encryption_algs()),
-        "mac_algs": _supported(MAC_ALGORITHMS, get_mac_algs()),
-        "signature_algs": _supported(CLIENT_SIGNATURE_ALGORITHMS, get_public_key_algs()),
-    }
-
-
-def _public_key_algs() -> set[str]:
-    from asyncssh.public_key import get_public_key_algs
-
-    return {a.decode("ascii") for a in get_public_key_algs()}
-
-
 @dataclass(frozen=True)
 class SessionInfo:
     """What was negotiated with the server (public facts only; safe to log and show)."""
@@ -256,302 +233,9 @@ class SessionInfo:
         )
 
 
-@dataclass
-class _HandshakeState:
-    """Filled in by the key-exchange callback: the key the server presented and our verdict."""
-
-    presented: HostKey | None = None
-    accepted: HostKey | None = None
-    refusal: str | None = None
-    #: The connection object, kept to read the server's KEXINIT when the handshake fails.
-    conn: asyncssh.SSHClientConnection | None = None
-
-
-class _VerifyingClient(asyncssh.SSHClient):
-    """asyncssh client callbacks: the host-key decision, made by :class:`HostKeyTrust`.
-
-    asyncssh calls :meth:`validate_host_public_key` during the key exchange for every key
-    not in its (deliberately empty) trusted set; returning False aborts the handshake with
-    ``HostKeyNotVerifiable`` before authentication starts.
-    """
-
-    def __init__(self, trust: HostKeyTrust, state: _HandshakeState) -> None:
-        self._trust = trust
-        self._state = state
-
-    def connection_made(self, conn: asyncssh.SSHClientConnection) -> None:
-        self._state.conn = conn
-
-    def validate_host_public_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
-        blob = bytes(key.public_data)
-        presented = HostKey.from_blob(blob)
-        self._state.presented = presented
-        if self._trust.is_trusted(blob):
-            self._state.accepted = presented
-            return True
-        self._state.refusal = self._trust.refusal_message(presented)
-        return False
-
-    def validate_host_ca_key(self, host: str, addr: str, port: int, key: asyncssh.SSHKey) -> bool:
-        return False  # host certificates are never offered nor accepted
-
-
-class _LoopThread:
-    """A private asyncio event loop running in a daemon thread."""
-
-    def __init__(self, name: str) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_forever()
-        finally:
-            with contextlib.suppress(Exception):
-                pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
-                for task in pending:
-                    task.cancel()
-                if pending:
-                    self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                self.loop.run_until_complete(self.loop.shutdown_asyncgens())
-            self.loop.close()
-
-    def submit(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop)
-
-    def call(self, fn: Callable[..., object], *args: Any) -> None:
-        self.loop.call_soon_threadsafe(fn, *args)
-
-    def stop(self, timeout: float = 10.0) -> None:
-        if self._thread.is_alive():
-            with contextlib.suppress(RuntimeError):  # loop already closed
-                self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout)
-
-
 def _sftp_error_message(exc: asyncssh.SFTPError) -> str:
     reason = (exc.reason or "").strip()
     return reason or type(exc).__name__
-
-
-_WEAK_HOST_KEY_ALGS = {"ssh-rsa": "SHA-1 RSA signatures (ssh-rsa)", "ssh-dss": "DSA (ssh-dss)"}
-
-
-def _kexinit_mismatch(
-    lists: list[list[str]], offered: dict[str, list[str]], host_key_algs: list[str], compression: list[str]
-) -> tuple[str, list[str], list[str]] | None:
-    """Find the first negotiation step with nothing in common: (what, ours, the server's), or None.
-
-    *lists* are the server's KEXINIT name-lists (kex, host key, ciphers c->s, s->c, MACs c->s,
-    s->c, compression c->s, s->c). A MAC is needed only when the chosen cipher is not AEAD.
-    """
-    if len(lists) < 8:
-        return None
-    markers = ("ext-info-", "kex-strict-")
-    server_kex = [a for a in lists[0] if not a.startswith(markers)]
-    steps: list[tuple[str, list[str], list[str]]] = [
-        ("key exchange", offered["kex_algs"], server_kex),
-        ("host key", host_key_algs, lists[1]),
-        ("encryption", offered["encryption_algs"], lists[2]),
-        ("encryption", offered["encryption_algs"], lists[3]),
-    ]
-    for what, ours, theirs in steps:
-        if not set(ours) & set(theirs):
-            return what, ours, theirs
-    for enc, macs in ((lists[2], lists[4]), (lists[3], lists[5])):
-        chosen = next(a for a in offered["encryption_algs"] if a in enc)
-        if not _is_aead(chosen) and not set(offered["mac_algs"]) & set(macs):
-            return "MAC", offered["mac_algs"], macs
-    for theirs in (lists[6], lists[7]):
-        if not set(compression) & set(theirs):
-            return "compression", compression, theirs
-    return None
-
-
-def _is_aead(cipher: str) -> bool:
-    return "gcm" in cipher or "poly1305" in cipher
-
-
-def _no_common_algorithm(what: str, ours: list[str], theirs: list[str], trust: HostKeyTrust) -> SecureTransferError:
-    """Explain a failed algorithm negotiation; *theirs* is what the server offered."""
-    detail = f"No matching {what} algorithm found, sent {','.join(ours)} and received {','.join(theirs) or '<None>'}"
-    if what == "host key":
-        weak = [_WEAK_HOST_KEY_ALGS[a] for a in theirs if a in _WEAK_HOST_KEY_ALGS]
-        trusted_types = {k.key_type for k in trust.trusted}
-        if weak and (not trusted_types or "ssh-rsa" in trusted_types):
-            return SecurityPolicyError(
-                f"{trust.name}: no common secure algorithm with the server: it signs its host key only with "
-                f"{', '.join(weak)}, which is disabled ({detail}); ask the server's operator to enable "
-                "rsa-sha2-256/512 or an ed25519 host key"
-            )
-        return VerificationError(
-            f"{trust.name}: the server offers no host key of a trusted type ({trust.expected()}); {detail}. "
-            "The server's keys may have changed; nothing was sent"
-        )
-    return SecurityPolicyError(
-        f"{trust.name}: no common secure algorithm with the server: {detail}. Weak algorithms "
-        "(SHA-1 key exchange and signatures, CBC ciphers, hmac-sha1/md5) are disabled; ask the server's "
-        "operator to enable a modern one (e.g. curve25519-sha256, aes128-gcm@openssh.com)"
-    )
-
-
-@dataclass(frozen=True)
-class OpenedSession:
-    """An SSH connection whose host key was verified and logged in, with its SFTP session started."""
-
-    conn: asyncssh.SSHClientConnection
-    sftp: asyncssh.SFTPClient
-    #: The host key the server presented and the trust accepted.
-    host_key: HostKey
-    #: The negotiated key exchange.
-    kex: str
-
-
-def _handshake_failure(
-    state: _HandshakeState,
-    algs: dict[str, list[str]],
-    host_key_algs: list[str],
-    compression: list[str],
-    trust: HostKeyTrust,
-) -> SecureTransferError | None:
-    """If the handshake died before a host key was presented, name the step with nothing in common."""
-    if state.presented is not None:
-        return None
-    found = _kexinit_mismatch(_server_kexinit(state.conn), algs, host_key_algs, compression)
-    return None if found is None else _no_common_algorithm(*found, trust)
-
-
-async def open_sftp_session(
-    settings: SFTPSettings,
-    trust: HostKeyTrust,
-    client_keys: list[asyncssh.SSHKey] | None,
-    *,
-    prepare: Callable[[asyncssh.SSHClientConnection], None] | None = None,
-) -> OpenedSession:
-    """Connect, verify the host key, log in and start SFTP on the running event loop: the one code path.
-
-    :class:`SFTPClient` (on its private loop) and the sensor's trigger (on the triggerer's loop) both
-    connect through here, so the host-key trust, the algorithm lists and the error mapping are the
-    same everywhere. Each step is bounded by ``conn_timeout``; every error is one of this package's.
-
-    :param settings: validated settings.
-    :param trust: the host-key trust built from *settings* (:meth:`HostKeyTrust.from_settings`).
-    :param client_keys: the loaded client key (see ``SFTPClient._load_client_keys``), or None.
-    :param prepare: called with the connection after it is verified and before SFTP starts.
-    :raises VerificationError: the host key is not trusted (nothing was sent).
-    :raises AuthenticationError: the server refused the login.
-    :raises SecurityPolicyError: no secure algorithm in common with the server.
-    :raises ServerBusyError: the server refused the connection or session for load.
-    :raises TransferTimeout: no answer within ``conn_timeout``.
-    :raises TransportError: the connection failed.
-    """
-    s = settings
-    timeout = s.conn_timeout
-    state = _HandshakeState()
-    algs = _algorithms()
-    host_key_algs = [a for a in trust.host_key_algorithms() if a in _public_key_algs()]
-    options: dict[str, Any] = {
-        "port": s.port,
-        "client_factory": lambda: _VerifyingClient(trust, state),
-        # Trust: nothing from asyncssh's defaults. An empty known_hosts tuple makes asyncssh
-        # ask _VerifyingClient about every key; no ~/.ssh/config, no X.509, no agent, no GSS.
-        "known_hosts": ([], [], []),
-        "x509_trusted_certs": None,
-        "config": None,
-        "agent_path": None,
-        "agent_forwarding": False,
-        "pkcs11_provider": None,
-        "gss_host": None,
-        "host_based_auth": False,
-        "server_host_key_algs": host_key_algs,
-        "compression_algs": ["zlib@openssh.com", "none"] if s.compress else ["none"],
-        "client_keys": client_keys,  # None: no key files from ~/.ssh
-        "connect_timeout": timeout,
-        **algs,
-    }
-    if s.login:
-        options["username"] = s.login
-    if s.password is not None:
-        options["password"] = s.password
-    else:
-        options["password_auth"] = False
-        options["kbdint_auth"] = False
-    try:
-        conn = await asyncio.wait_for(asyncssh.connect(s.host, **options), timeout)
-    except asyncssh.HostKeyNotVerifiable as exc:
-        raise VerificationError(state.refusal or f"{trust.name}: host key not verified: {exc.reason}") from None
-    except asyncssh.KeyExchangeFailed as exc:
-        # The client or the server may notice first (the server then disconnects, sometimes
-        # without a message); the server's KEXINIT says what it offered either way.
-        found = _handshake_failure(state, algs, host_key_algs, options["compression_algs"], trust)
-        if found is not None:
-            raise found from None
-        if "No matching" in exc.reason or "Unable to find compatible" in exc.reason:
-            raise SecurityPolicyError(
-                f"{trust.name}: no common secure algorithm with the server: {exc.reason}"
-            ) from None
-        raise TransportError(f"{trust.name}: key exchange failed: {exc.reason}") from None
-    except asyncssh.PermissionDenied as exc:
-        user = s.login or "(local user name)"
-        methods = []
-        if client_keys:
-            methods.append("publickey")
-        if s.password is not None:
-            methods.append("password")
-        raise AuthenticationError(
-            f"{trust.name}: the server refused the login {user!r} "
-            f"(tried: {', '.join(methods) or 'no credentials configured'}): {exc.reason}"
-        ) from None
-    except TimeoutError:
-        stage = "authentication" if state.accepted else "connect / key exchange"
-        raise TransferTimeout(f"{trust.name}: no answer within {timeout:g} s ({stage})") from None
-    except asyncssh.DisconnectError as exc:
-        if state.refusal:
-            raise VerificationError(state.refusal) from None
-        mismatch = _handshake_failure(state, algs, host_key_algs, options["compression_algs"], trust)
-        if mismatch is not None:
-            raise mismatch from None
-        if state.presented is None:
-            # Closed before the server showed a host key: OpenSSH drops connections beyond
-            # MaxStartups exactly so (nothing was sent yet); the engine backs off and retries.
-            raise ServerBusyError(
-                f"{trust.name}: the server closed the connection before the key exchange "
-                f"(busy: too many connections, e.g. sshd MaxStartups): {exc.reason}"
-            ) from None
-        raise TransportError(f"{trust.name}: the server closed the connection: {exc.reason}") from None
-    except ConnectionRefusedError:
-        raise ServerBusyError(f"cannot connect to {trust.name}: connection refused") from None
-    except ConnectionResetError as exc:
-        if state.presented is None:
-            # sshd resets connections beyond MaxStartups before its version line: busy, nothing sent.
-            raise ServerBusyError(
-                f"cannot connect to {trust.name}: connection reset before the key exchange "
-                "(busy: too many connections, e.g. sshd MaxStartups)"
-            ) from None
-        raise TransportError(f"cannot connect to {trust.name}: {exc.strerror or exc}") from None
-    except OSError as exc:
-        raise TransportError(f"cannot connect to {trust.name}: {exc.strerror or exc}") from None
-    if state.accepted is None:  # pragma: no cover - asyncssh always asks (empty trusted set)
-        conn.abort()
-        raise VerificationError(f"{trust.name}: the host key was not checked; refusing the connection")
-    try:
-        if prepare is not None:
-            prepare(conn)
-        try:
-            sftp = await asyncio.wait_for(conn.start_sftp_client(), timeout)
-        except TimeoutError:
-            raise TransferTimeout(f"{trust.name}: the SFTP subsystem did not start within {timeout:g} s") from None
-        except asyncssh.ChannelOpenError as exc:
-            # OpenSSH MaxSessions (and per-user session limits elsewhere) refuse the session channel.
-            raise ServerBusyError(f"{trust.name}: the server refused a session channel: {exc.reason}") from None
-        except (asyncssh.Error, OSError) as exc:
-            raise TransportError(f"{trust.name}: cannot start the SFTP subsystem: {exc}") from None
-    except BaseException:
-        conn.abort()
-        raise
-    return OpenedSession(conn=conn, sftp=sftp, host_key=state.accepted, kex=_negotiated_kex(conn, algs["kex_algs"]))
 
 
 class SFTPClient(ClosingClient):
@@ -1691,251 +1375,3 @@ async def _makedirs(sftp: asyncssh.SFTPClient, path: str) -> None:
                 existing = None
             if existing is None or not _entry(directory, existing).is_dir:
                 raise
-
-
-def _server_kexinit(conn: asyncssh.SSHClientConnection | None) -> list[list[str]]:
-    """Return the name-lists of the server's KEXINIT (kex, host key, ciphers c->s, s->c, MACs...).
-
-    asyncssh keeps the raw payload (byte 20, 16-byte cookie, then name-lists) for the
-    exchange hash; it does not keep the chosen names, so they are derived from it.
-    """
-    payload = private.server_kexinit_payload(conn)
-    lists: list[list[str]] = []
-    pos = 17
-    try:
-        while len(lists) < 10 and pos + 4 <= len(payload):
-            length = int.from_bytes(payload[pos : pos + 4], "big")
-            lists.append([a for a in payload[pos + 4 : pos + 4 + length].decode("ascii").split(",") if a])
-            pos += 4 + length
-    except (TypeError, ValueError, UnicodeDecodeError):
-        return []
-    return lists
-
-
-def _negotiated_kex(conn: asyncssh.SSHClientConnection, offered: list[str]) -> str:
-    """Name the key exchange used: our first offered algorithm that the server lists (RFC 4253, 7.1)."""
-    lists = _server_kexinit(conn)
-    server = set(lists[0]) if lists else set()
-    return next((alg for alg in offered if alg in server), "unknown")
-
-
-class _UploadTimeout(Exception):
-    pass
-
-
-class _UploadError(Exception):
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-class _Uploader:
-    """Hands blocks read by the calling thread to the event loop, which keeps WRITEs in flight.
-
-    The calling thread appends to a short read-ahead queue and sleeps only when it is full;
-    the loop takes blocks from it as answers free request slots. In steady state neither
-    side wakes the other for each block (a cross-thread wake-up costs more than the
-    bookkeeping of a 255 KiB write): the loop is kicked only when it ran dry, the caller
-    is woken only when the queue has drained to half.
-    """
-
-    def __init__(self, remote: asyncssh.SFTPClientFile, loop: asyncio.AbstractEventLoop, limit: int) -> None:
-        self._remote = remote
-        self._loop = loop
-        self._limit = limit
-        self._readahead = max(2, min(16, limit))
-        self._cond = threading.Condition()
-        self._ready: deque[tuple[int, bytes]] = deque()
-        self._in_flight = 0
-        self._answers = 0  # WRITE answers so far (progress, for the timeout)
-        self._done_bytes = 0
-        self._error: BaseException | None = None
-        self._loop_idle = True  # the loop waits for data: the next put must kick it
-        self._caller_waiting = False
-        self._aborted = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    # -- calling thread
-
-    def _wait(self, predicate: Callable[[], bool], timeout: float) -> None:
-        """Wait (holding the condition) until *predicate*; the timeout restarts at every answer."""
-        deadline = time.monotonic() + timeout
-        seen = self._answers
-        while not predicate():
-            if self._error is not None:
-                raise _UploadError(self._error)
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise _UploadTimeout()
-            self._caller_waiting = True
-            try:
-                self._cond.wait(remaining)
-            finally:
-                self._caller_waiting = False
-            if self._answers != seen:
-                seen = self._answers
-                deadline = time.monotonic() + timeout
-        if self._error is not None:
-            raise _UploadError(self._error)
-
-    def put(self, pos: int, data: bytes, timeout: float) -> None:
-        with self._cond:
-            self._wait(lambda: len(self._ready) < self._readahead, timeout)
-            self._ready.append((pos, data))
-            kick = self._loop_idle
-            self._loop_idle = False
-        if kick:
-            self._loop.call_soon_threadsafe(self._pump)
-
-    def finish(self, timeout: float) -> None:
-        with self._cond:
-            self._wait(lambda: not self._ready and self._in_flight == 0, timeout)
-
-    def take_done(self) -> int:
-        with self._cond:
-            amount, self._done_bytes = self._done_bytes, 0
-            return amount
-
-    def abort(self) -> None:
-        """Stop sending; cancel what is in flight (the caller closes the handle next)."""
-        with self._cond:
-            self._aborted = True
-            self._ready.clear()
-
-        def cancel() -> None:
-            for task in list(self._tasks):
-                task.cancel()
-
-        with contextlib.suppress(RuntimeError):  # loop closed
-            self._loop.call_soon_threadsafe(cancel)
-
-    # -- event loop
-
-    def _pump(self) -> None:
-        started: list[tuple[int, bytes]] = []
-        with self._cond:
-            while self._ready and self._in_flight < self._limit and self._error is None and not self._aborted:
-                started.append(self._ready.popleft())
-                self._in_flight += 1
-            if not self._ready:
-                self._loop_idle = True
-            wake = self._caller_waiting and len(self._ready) <= self._readahead // 2
-            if wake:
-                self._cond.notify_all()
-        for pos, data in started:
-            task = self._loop.create_task(self._remote.write(data, pos))
-            self._tasks.add(task)
-            task.add_done_callback(functools.partial(self._done, nbytes=len(data)))
-
-    def _done(self, task: asyncio.Task[Any], nbytes: int) -> None:
-        self._tasks.discard(task)
-        error = asyncssh.SFTPConnectionLost("write cancelled") if task.cancelled() else task.exception()
-        with self._cond:
-            self._in_flight -= 1
-            self._answers += 1
-            if error is None:
-                self._done_bytes += nbytes
-            elif self._error is None:
-                self._error = error
-            if self._error is not None or (not self._ready and self._in_flight == 0):
-                self._cond.notify_all()
-        if error is None:
-            self._pump()
-
-
-class _Downloader:
-    """Keeps up to *limit* READ chains in flight; posts answers to a thread-safe queue.
-
-    Runs on the event loop. A chain is one READ plus, after a short answer, READs for the
-    rest of its range; it holds one slot until the consumer has written its last piece
-    (``release`` is then called on the loop), so at most *limit* blocks are buffered and a
-    short read never waits for a slot (no deadlock with the in-order consumer).
-
-    Queue items: ``("data", offset, bytes, last_piece_of_chain)``, ``("eof", offset, None, False)``,
-    ``("error", offset, exception, False)``.
-    """
-
-    def __init__(
-        self,
-        remote: asyncssh.SFTPClientFile,
-        block: int,
-        limit: int,
-        offset: int,
-        size: int,
-        results: queue.SimpleQueue[tuple[str, int, Any, bool]],
-    ) -> None:
-        self._remote = remote
-        self._block = block
-        self._limit = limit
-        self._next = offset
-        self._size = size
-        self._results = results
-        self._slots: asyncio.Semaphore | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._eof = False
-        self._cancelled = False
-        self._main: asyncio.Task[Any] | None = None
-
-    def release(self) -> None:
-        if self._slots is not None:
-            self._slots.release()
-
-    def cancel(self) -> None:
-        self._cancelled = True
-        for task in list(self._tasks):
-            task.cancel()
-        if self._main is not None:
-            self._main.cancel()
-
-    async def _chain(self, pos: int, length: int) -> None:
-        try:
-            while True:
-                data = await self._remote.read(length, pos)
-                if not data:
-                    self._eof = True
-                    self._results.put(("eof", pos, None, False))
-                    self.release()
-                    return
-                if len(data) < length:  # short answer: ask for the rest within this chain
-                    self._results.put(("data", pos, data, False))
-                    pos += len(data)
-                    length -= len(data)
-                    continue
-                self._results.put(("data", pos, data, True))
-                return
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            self._results.put(("error", pos, exc, False))
-
-    def _spawn(self, pos: int, length: int) -> None:
-        task = asyncio.get_running_loop().create_task(self._chain(pos, length))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def run(self) -> None:
-        self._main = asyncio.current_task()
-        slots = self._slots = asyncio.Semaphore(self._limit)
-        try:
-            # Planned reads up to the size seen at open; past it one probe at a time until
-            # EOF (the file may have grown). A read at or past the end answers EOF.
-            while not self._eof and not self._cancelled:
-                await slots.acquire()
-                if self._eof or self._cancelled:
-                    break
-                if self._next < self._size:
-                    length = min(self._block, self._size - self._next)
-                elif self._tasks:
-                    slots.release()
-                    await asyncio.wait(set(self._tasks), return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                else:
-                    length = self._block
-                self._spawn(self._next, length)
-                self._next += length
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
-        except asyncio.CancelledError:
-            for task in list(self._tasks):
-                task.cancel()
-            raise
