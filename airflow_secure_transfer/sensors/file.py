@@ -140,19 +140,10 @@ class SecureFileSensor(BaseSensorOperator):
     def _watch(self) -> tuple[ResolvedConnection, Watcher]:
         if self._resolved is None or self._watcher is None:
             from airflow_secure_transfer.hooks.resolve import resolve_connection
-            from airflow_secure_transfer.transfer.watch import Watcher, WatchSpec
+            from airflow_secure_transfer.transfer.watch import watcher_for
 
             self._resolved = resolve_connection(self.conn_id, consumer="SecureFileSensor")
-            self._watcher = Watcher(
-                WatchSpec(
-                    path=self.path,
-                    min_files=self.min_files,
-                    stable_for=self.stable_for,
-                    done_marker=self.done_marker,
-                    manifest=self.manifest,
-                    remote_root=self._resolved.remote_root,
-                )
-            )
+            self._watcher = watcher_for(self, self._resolved.remote_root)
         return self._resolved, self._watcher
 
     def _check(self) -> CheckResult:

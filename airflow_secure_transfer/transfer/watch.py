@@ -53,6 +53,7 @@ __all__ = [
     "file_records",
     "run_inline",
     "validate_watch_arguments",
+    "watcher_for",
 ]
 
 T = TypeVar("T")
@@ -209,6 +210,32 @@ class CheckResult:
 def file_records(files: list[RemoteEntry]) -> list[dict[str, object]]:
     """The sensor's XCom: ``[{remote_path, size, mtime}]`` (JSON-serialisable)."""
     return [{"remote_path": e.path, "size": e.size, "mtime": e.mtime} for e in files]
+
+
+class WatchArguments(Protocol):
+    """What the sensor and its trigger both carry: their arguments after templating."""
+
+    path: str
+    min_files: int
+    stable_for: float
+    done_marker: str | None
+    manifest: str | None
+
+
+def watcher_for(arguments: WatchArguments, remote_root: str | None) -> Watcher:
+    """A :class:`Watcher` for the sensor's or the trigger's arguments, confined to *remote_root*.
+
+    :raises ConfigurationError: see :class:`WatchSpec`.
+    """
+    spec = WatchSpec(
+        path=arguments.path,
+        min_files=arguments.min_files,
+        stable_for=arguments.stable_for,
+        done_marker=arguments.done_marker,
+        manifest=arguments.manifest,
+        remote_root=remote_root,
+    )
+    return Watcher(spec)
 
 
 class Watcher:

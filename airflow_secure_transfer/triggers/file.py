@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from airflow_secure_transfer.exceptions import SecureTransferError
-from airflow_secure_transfer.transfer.watch import CheckResult, Watcher, WatchSpec, file_records
+from airflow_secure_transfer.transfer.watch import CheckResult, Watcher, file_records, watcher_for
 
 if TYPE_CHECKING:
     from airflow_secure_transfer.hooks.resolve import ResolvedConnection
@@ -117,16 +117,7 @@ class SecureFileTrigger(BaseTrigger):
             # call made on the loop would need greenback's portal) and the first imports of the policy,
             # ssl/ftplib or asyncssh/cryptography (measured: 0.33 s of a blocked loop when made on it).
             resolved = await asyncio.to_thread(_resolve, self.conn_id)
-            watcher = Watcher(
-                WatchSpec(
-                    path=self.path,
-                    min_files=self.min_files,
-                    stable_for=self.stable_for,
-                    done_marker=self.done_marker,
-                    manifest=self.manifest,
-                    remote_root=resolved.remote_root,
-                )
-            )
+            watcher = watcher_for(self, resolved.remote_root)
         except SecureTransferError as exc:
             yield _error_event(exc)
             return
