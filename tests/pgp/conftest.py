@@ -16,11 +16,13 @@ CLI there (the partner's side of the interop tests).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -150,3 +152,29 @@ def pgp_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PGPTestKeys]:
     ).stdout
     yield keys
     subprocess.run(["gpgconf", "--homedir", str(home), "--kill", "all"], check=False, capture_output=True)
+
+
+@pytest.fixture
+def pgp_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
+    """Return ``make(conn_id, *, public_keys=None, private_key=None, password=None, **extras) -> conn_id``.
+
+    Sets ``AIRFLOW_CONN_<CONN_ID>`` to a ``secure_pgp`` connection (JSON form), undone after the test.
+    """
+
+    def make(
+        conn_id: str,
+        *,
+        public_keys: str | None = None,
+        private_key: str | None = None,
+        password: str | None = None,
+        conn_type: str = "secure_pgp",
+        **extras: Any,
+    ) -> str:
+        extra = {k: v for k, v in {"public_keys": public_keys, "private_key": private_key, **extras}.items() if v}
+        body: dict[str, Any] = {"conn_type": conn_type, "extra": extra}
+        if password is not None:
+            body["password"] = password
+        monkeypatch.setenv(f"AIRFLOW_CONN_{conn_id.upper()}", json.dumps(body))
+        return conn_id
+
+    return make
