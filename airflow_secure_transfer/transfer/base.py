@@ -226,6 +226,10 @@ class TransferRecord:
     size: int = 0
     #: Whether the local file was deleted (``delete_source=True`` and its bytes proven on the server).
     source_deleted: bool = False
+    #: Whether the file was OpenPGP-encrypted before it was sent (``encrypt_with``).
+    encrypted: bool = False
+    #: SHA-256 of the bytes on the server when they differ from the local file's (the ciphertext).
+    remote_sha256: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         """Return a JSON-serialisable dict (no secrets: paths, sizes and digests only)."""
@@ -240,4 +244,6 @@ class TransferRecord:
             "verified": self.verified,
             "size": self.size,
             "source_deleted": self.source_deleted,
+            "encrypted": self.encrypted,
+            "remote_sha256": self.remote_sha256,
         }
