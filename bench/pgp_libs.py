@@ -194,7 +194,32 @@ class Sequoia:
         return f"valid_sigs={len(d.valid_sigs)}"
 
 
-LIBS = {"gnupg": GnuPG, "sequoia": Sequoia}
+class Ours:
+    """This provider's API (airflow_secure_transfer.security.pgp): gpg driven directly, one store."""
+
+    name = "ours (security/pgp.py, gpg)"
+
+    def __init__(self, work: Path, keys: dict[str, dict[str, str]]) -> None:
+        root = Path(__file__).resolve().parent.parent
+        if str(root) not in sys.path:
+            sys.path.insert(0, str(root))
+        from airflow_secure_transfer.security.pgp import PGPKeyStore
+
+        self.keys = keys
+        self.cls = PGPKeyStore
+
+    def encrypt(self, src: Path, dst: Path, *, to: str = "b", signer: str | None = "a") -> str:
+        secret = self.keys[signer]["secret"] if signer else None
+        check = signer != "x"
+        with self.cls(recipients=self.keys[to]["public"], secret_key=secret, purpose="sign", check=check) as store:
+            return str(store.encrypt(src, dst, sign=signer is not None).signer)
+
+    def decrypt(self, src: Path, dst: Path, *, signer: str = "a") -> str:
+        with self.cls(secret_key=self.keys["b"]["secret"], verifiers=self.keys[signer]["public"], check=False) as s:
+            return str(s.decrypt(src, dst, verify=True).signer)
+
+
+LIBS = {"gnupg": GnuPG, "sequoia": Sequoia, "ours": Ours}
 
 
 # --------------------------------------------------------------------------- cases
@@ -242,6 +267,43 @@ def child_memory(libname: str, keys_file: Path, size: int, op: str) -> dict[str,
     return result
 
 
+class ChildPeak:
+    """Sample the ``VmHWM`` of this process's direct children (``gpg``) every 20 ms; keep the largest.
+
+    ``getrusage(RUSAGE_CHILDREN)`` cannot tell a child's own peak from the parent's size at the fork;
+    this can (a high-water mark only grows, so the last sample before exit is close to the peak).
+    """
+
+    def __init__(self) -> None:
+        import threading
+
+        self.peak_kib = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        me = str(os.getpid())
+        while not self._stop.wait(0.02):
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    stat_line = Path(f"/proc/{pid}/stat").read_text()
+                    if stat_line.rsplit(")", 1)[1].split()[1] != me:
+                        continue
+                    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                        if line.startswith("VmHWM:"):
+                            self.peak_kib = max(self.peak_kib, int(line.split()[1]))
+                except (OSError, IndexError, ValueError):
+                    continue
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return self.peak_kib / 1024
+
+
 def run_child(libname: str, keys_file: Path, size: int, op: str) -> None:
     keys = json.loads(keys_file.read_text())
     with tempfile.TemporaryDirectory(dir=keys_file.parent) as tmp:
@@ -253,16 +315,20 @@ def run_child(libname: str, keys_file: Path, size: int, op: str) -> None:
         if op == "decrypt":
             lib.encrypt(src, enc)
             base_self = vm_hwm_mib()
+            sampler = ChildPeak()
             lib.decrypt(enc, work / "back")
         else:
             base_self = vm_hwm_mib()
+            sampler = ChildPeak()
             lib.encrypt(src, enc)
+        gpg_peak = sampler.stop()
         print(
             json.dumps(
                 {
                     "self_peak_mib": round(vm_hwm_mib(), 1),
                     "self_before_mib": round(base_self, 1),
                     "children_peak_mib": round(children_maxrss_mib(), 1),
+                    "gpg_peak_mib": round(gpg_peak, 1),
                 }
             )
         )
@@ -327,6 +393,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--sequoia-decrypt-big-mib", type=int, default=256)
     ap.add_argument("--json")
+    ap.add_argument("--libs", default=",".join(LIBS), help="comma-separated subset of " + ",".join(LIBS))
     ap.add_argument("--child", choices=sorted(LIBS))
     ap.add_argument("--keys")
     ap.add_argument("--child-size", type=int)
@@ -344,7 +411,8 @@ def main() -> int:
         keys = make_keys(root / "keygen")
         keys_file = root / "keys.json"
         keys_file.write_text(json.dumps(keys))
-        for libname, cls in LIBS.items():
+        for libname in a.libs.split(","):
+            cls = LIBS[libname]
             work = root / libname
             work.mkdir()
             lib = cls(work, keys)
