@@ -48,6 +48,7 @@ import dataclasses
 import datetime
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -692,6 +693,24 @@ class _DecryptFinisher(_Finisher):
 # --------------------------------------------------------------------------- the key store
 
 
+_ARMOR_BLOCK: Final = re.compile(r"(-----BEGIN PGP [A-Z ]+-----)(.*?)(-----END PGP [A-Z ]+-----)", re.S)
+
+
+def _restore_armor(text: str) -> str:
+    """Rebuild armoured blocks pasted on one line (line breaks turned into spaces).
+
+    An armoured key has no spaces inside its base64 lines, so each whitespace-separated token of the
+    body is one line; gpg's exports carry no armour headers (``Comment:`` lines would not survive this).
+    """
+
+    def rebuild(match: re.Match[str]) -> str:
+        body = match.group(2).split()
+        return "\n".join([match.group(1), "", *body, match.group(3)]) + "\n"
+
+    blocks = [rebuild(m) for m in _ARMOR_BLOCK.finditer(text)]
+    return "".join(blocks) if blocks else text
+
+
 def _check_text(name: str, text: str | None) -> str | None:
     if text is None:
         return None
@@ -702,9 +721,11 @@ def _check_text(name: str, text: str | None) -> str | None:
         return None
     if len(text) > MAX_KEY_TEXT:
         raise ConfigurationError(f"{name} is longer than {MAX_KEY_TEXT} characters")
-    # A form may turn line breaks into literal "\n" (one-line paste): put them back.
+    # A form may turn line breaks into literal "\n" or (a masked one-line input) into spaces: put them back.
     if "\n" not in text and "\\n" in text:
         text = text.replace("\\n", "\n")
+    if "\n" not in text:
+        text = _restore_armor(text)
     if "-----BEGIN PGP" not in text:
         raise ConfigurationError(f"{name} must be ASCII-armoured (-----BEGIN PGP ... KEY BLOCK-----)")
     return text

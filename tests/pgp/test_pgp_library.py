@@ -348,3 +348,12 @@ def test_max_output_stops_a_compression_bomb(pgp_keys: PGPTestKeys, tmp_path: Pa
     with _ours_decrypt(pgp_keys) as store, pytest.raises(VerificationError, match="exceeds max_output"):
         store.decrypt(io.BytesIO(bomb), tmp_path / "out.tmp", max_output=1_000_000)
     assert not (tmp_path / "out.tmp").exists()
+
+
+def test_key_pasted_on_one_line_with_spaces(pgp_keys: PGPTestKeys) -> None:
+    """A masked one-line form input turns the armour's line breaks into spaces: the key still loads."""
+    one_line = " ".join(pgp_keys.secret["alice"].split("\n"))
+    with PGPKeyStore(secret_key=one_line, passphrase=ALICE_PASSPHRASE, purpose="sign") as store:
+        assert store.secret_keys[0].fingerprint == pgp_keys.fpr["alice"]
+    both = " ".join((pgp_keys.public["bob"] + pgp_keys.public["stranger"]).split("\n"))
+    assert len(inspect_keys(both)) == 2
