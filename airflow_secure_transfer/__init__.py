@@ -218,10 +218,13 @@ SFTP_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
     "placeholders": {"host": "sftp.partner.example", "port": "22", "login": "username"},
 }
 
+# Port stays visible (relabelled) only because Airflow 3.3's UI tests a saved connection with port 0 when the
+# field is empty or hidden, and its API refuses a test whose port differs from the stored one (HTTP 400):
+# storing 0 makes the Test button work.
 PGP_UI_FIELD_BEHAVIOUR: dict[str, Any] = {
-    "hidden-fields": ["host", "port", "login", "schema"],
-    "relabeling": {"password": "Passphrase (of the private key)"},
-    "placeholders": {"password": "passphrase of the private key, if it has one"},
+    "hidden-fields": ["host", "login", "schema"],
+    "relabeling": {"password": "Passphrase (of the private key)", "port": "Port (not used: enter 0)"},
+    "placeholders": {"password": "passphrase of the private key, if it has one", "port": "0"},
 }
 
 

@@ -22,7 +22,7 @@ def test_registered_with_conn_fields() -> None:
     assert entry["conn-fields"] is PGP_CONN_FIELDS
     assert PGP_CONN_FIELDS["private_key"]["schema"]["format"] == "password"
     assert {"public_keys", "private_key"} <= set(PGP_CONN_FIELDS)
-    assert SecurePGPHook.get_ui_field_behaviour()["hidden_fields"] == ["host", "port", "login", "schema"]
+    assert SecurePGPHook.get_ui_field_behaviour()["hidden_fields"] == ["host", "login", "schema"]
 
 
 def test_test_button_lists_keys(pgp_keys: PGPTestKeys, pgp_conn: MakeConn) -> None:

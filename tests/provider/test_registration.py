@@ -121,7 +121,7 @@ def test_providers_manager_sees_the_pgp_keys_type(ui_metadata: dict[str, Any]) -
     extra = form["extra_fields"]
     assert set(extra) == {"public_keys", "private_key", "public_keys_use"}
     assert {n for n, f in extra.items() if f["schema"].get("format") == "password"} == {"private_key"}
-    assert ui_metadata["behaviours"]["secure_pgp"]["hidden_fields"] == ["host", "port", "login", "schema"]
+    assert ui_metadata["behaviours"]["secure_pgp"]["hidden_fields"] == ["host", "login", "schema"]
     assert form["standard_fields"]["password"]["title"] == "Passphrase (of the private key)"
 
 
