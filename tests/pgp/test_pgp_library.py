@@ -357,3 +357,12 @@ def test_key_pasted_on_one_line_with_spaces(pgp_keys: PGPTestKeys) -> None:
         assert store.secret_keys[0].fingerprint == pgp_keys.fpr["alice"]
     both = " ".join((pgp_keys.public["bob"] + pgp_keys.public["stranger"]).split("\n"))
     assert len(inspect_keys(both)) == 2
+
+
+def test_uncompressed_encryption_decrypts_with_gpg(pgp_keys: PGPTestKeys) -> None:
+    text = b"a,b,c\n" * 50_000  # compresses well: only the uncompressed message stays this big
+    sink = io.BytesIO()
+    with PGPKeyStore(recipients=pgp_keys.public["bob"]) as store:
+        result = store.encrypt(io.BytesIO(text), sink, compress=False)
+    assert result.ciphertext_bytes > len(text)
+    assert pgp_keys.gpg("--decrypt", stdin=sink.getvalue()).stdout == text
