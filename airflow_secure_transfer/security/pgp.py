@@ -801,6 +801,9 @@ class PGPKeyStore:
             os.chmod(self._home, 0o700)
             # No scdaemon, no cached passphrases beyond this store's life (it ends with the store anyway).
             (self._home / "gpg-agent.conf").write_text("disable-scdaemon\nallow-loopback-pinentry\n")
+            if self._secret_text:
+                # Started here, ready when gpgconf returns: gpg's own autostart polls for it in 1 s steps.
+                self._gpgconf("--launch", "gpg-agent")
             now = self._now or datetime.datetime.now(tz=datetime.UTC)
             if self._recipients_text:
                 self.recipient_keys = tuple(self._import(self._recipients_text, "public_keys (recipients)"))
@@ -829,22 +832,28 @@ class PGPKeyStore:
 
     def close(self) -> None:
         """Stop the store's agent and remove its directory (idempotent; never raises)."""
-        home, self._home = self._home, None
+        home = self._home
         if home is None:
             return
-        gpgconf = shutil.which("gpgconf")
-        if gpgconf is not None:
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                subprocess.run(  # noqa: S603 - a fixed command
-                    [gpgconf, "--homedir", str(home), "--kill", "all"],
-                    env=self._env(home),
-                    stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                    timeout=_KEY_OP_TIMEOUT,
-                    check=False,
-                )
+        self._gpgconf("--kill", "all")
+        self._home = None
         shutil.rmtree(home, ignore_errors=True)
+
+    def _gpgconf(self, *args: str) -> None:
+        """Run ``gpgconf --homedir <store> ARGS`` (start or stop the store's agent); never raises."""
+        gpgconf = shutil.which("gpgconf")
+        if gpgconf is None or self._home is None:
+            return
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(  # noqa: S603 - a fixed command
+                [gpgconf, "--homedir", str(self._home), *args],
+                env=self._env(self._home),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=_KEY_OP_TIMEOUT,
+                check=False,
+            )
 
     @property
     def home(self) -> Path:
