@@ -1067,7 +1067,9 @@ class PGPKeyStore:
             verifiers = frozenset(k.fingerprint for k in self.verifier_keys)
         names = {"secret": self.secret_keys[0].fingerprint}
         finish = _DecryptFinisher(verifiers, names)
-        return self._stream(sink, ["--decrypt"], "decrypt", self._passphrase or "", finish, max_output)
+        # --no-use-embedded-filename (the default, stated): the message never names a file gpg writes.
+        args = ["--decrypt", "--no-use-embedded-filename"]
+        return self._stream(sink, args, "decrypt", self._passphrase or "", finish, max_output)
 
     def encrypt(
         self, source: Source, sink: Source, *, sign: bool = False, armor: bool = False, compress: bool = True
