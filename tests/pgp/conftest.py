@@ -39,6 +39,11 @@ class PGPTestKeys:
     #: A message signed by ``expired`` (while valid, in 2020) and encrypted to ``alice``.
     expired_signed: bytes
 
+    def signed_for(self, data: bytes, *, signer: str = "bob", to: str = "alice", armor: bool = False) -> bytes:
+        """What the partner's ``gpg --sign --encrypt`` makes of *data* (signed by *signer*, to *to*)."""
+        args = ["--sign", "--encrypt", "--local-user", self.fpr[signer], "--recipient", self.fpr[to]]
+        return self.gpg(*args, *(["--armor"] if armor else []), "--output", "-", stdin=data).stdout
+
     def gpg(self, *args: str, stdin: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
         """Run the real gpg CLI in the key-generation home (the partner's side)."""
         return subprocess.run(
@@ -78,42 +83,9 @@ def pgp_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PGPTestKeys]:
         )
         keys.fpr[name] = _fpr(keys, uid)
     # Bob's RSA key gets an RSA encryption subkey (quick-gen-key with an rsa algorithm makes only the primary).
-    keys.gpg(
-        *old,
-        "--pinentry-mode",
-        "loopback",
-        "--passphrase",
-        "",
-        "--quick-add-key",
-        keys.fpr["bob"],
-        "rsa3072",
-        "encr",
-        "never",
-    )
-    keys.gpg(
-        *old,
-        "--pinentry-mode",
-        "loopback",
-        "--passphrase",
-        "",
-        "--quick-add-key",
-        keys.fpr["rsa1024"],
-        "rsa1024",
-        "encr",
-        "never",
-    )
-    keys.gpg(
-        *old,
-        "--pinentry-mode",
-        "loopback",
-        "--passphrase",
-        "",
-        "--quick-add-key",
-        keys.fpr["dsa"],
-        "elg2048",
-        "encr",
-        "never",
-    )
+    for name, algo in (("bob", "rsa3072"), ("rsa1024", "rsa1024"), ("dsa", "elg2048")):
+        args = ("--pinentry-mode", "loopback", "--passphrase", "", "--quick-add-key", keys.fpr[name], algo, "encr")
+        keys.gpg(*old, *args, "never")
     # Revoke "revoked" with the revocation certificate gpg made with it (its first ':' guards it).
     rev = (home / "openpgp-revocs.d" / f"{keys.fpr['revoked']}.rev").read_text().replace(":-----BEGIN", "-----BEGIN")
     keys.gpg("--import", stdin=rev.encode())

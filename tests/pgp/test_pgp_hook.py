@@ -103,17 +103,7 @@ def test_pgp_key_store_both_directions(pgp_keys: PGPTestKeys, pgp_conn: MakeConn
     with pgp_key_store(encrypt_with=partner, sign_with=ours) as store:
         result = store.encrypt(io.BytesIO(b"payload"), sink, sign=True)
     assert result.signer == pgp_keys.fpr["alice"]
-    back = pgp_keys.gpg(
-        "--sign",
-        "--encrypt",
-        "--local-user",
-        pgp_keys.fpr["bob"],
-        "--recipient",
-        pgp_keys.fpr["alice"],
-        "--output",
-        "-",
-        stdin=b"reply",
-    ).stdout
+    back = pgp_keys.signed_for(b"reply")
     out = io.BytesIO()
     with pgp_key_store(decrypt_with=ours, verify_signature_with=partner) as store:
         assert store.decrypt(io.BytesIO(back), out, verify=True).signer == pgp_keys.fpr["bob"]

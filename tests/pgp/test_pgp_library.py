@@ -202,18 +202,7 @@ def _ours_decrypt(pgp_keys: PGPTestKeys, **kw: object) -> PGPKeyStore:
 def test_we_decrypt_and_verify_what_gpg_signs_and_encrypts(
     pgp_keys: PGPTestKeys, plain: Path, tmp_path: Path, armor: bool
 ) -> None:
-    message = pgp_keys.gpg(
-        "--sign",
-        "--encrypt",
-        "--local-user",
-        pgp_keys.fpr["bob"],
-        "--recipient",
-        pgp_keys.fpr["alice"],
-        *(["--armor"] if armor else []),
-        "--output",
-        "-",
-        stdin=plain.read_bytes(),
-    ).stdout
+    message = pgp_keys.signed_for(plain.read_bytes(), armor=armor)
     (tmp_path / "in.pgp").write_bytes(message)
     with _ours_decrypt(pgp_keys) as store:
         result = store.decrypt(tmp_path / "in.pgp", tmp_path / "out.tmp", verify=True)
@@ -234,17 +223,7 @@ def test_unsigned_message_decrypts_but_fails_verification(pgp_keys: PGPTestKeys,
 
 
 def test_streaming_decryptor_in_small_writes(pgp_keys: PGPTestKeys, plain: Path, tmp_path: Path) -> None:
-    message = pgp_keys.gpg(
-        "--sign",
-        "--encrypt",
-        "--local-user",
-        pgp_keys.fpr["bob"],
-        "--recipient",
-        pgp_keys.fpr["alice"],
-        "--output",
-        "-",
-        stdin=plain.read_bytes(),
-    ).stdout
+    message = pgp_keys.signed_for(plain.read_bytes())
     with _ours_decrypt(pgp_keys) as store, open(tmp_path / "out.tmp", "wb") as sink:
         with store.decryptor(sink, verify=True) as stream:
             for i in range(0, len(message), 7777):
@@ -254,20 +233,6 @@ def test_streaming_decryptor_in_small_writes(pgp_keys: PGPTestKeys, plain: Path,
 
 
 # --------------------------------------------------------------------------- refusals (nothing at the final path)
-
-
-def _bob_signed(pgp_keys: PGPTestKeys, data: bytes, *, signer: str = "bob", to: str = "alice") -> bytes:
-    return pgp_keys.gpg(
-        "--sign",
-        "--encrypt",
-        "--local-user",
-        pgp_keys.fpr[signer],
-        "--recipient",
-        pgp_keys.fpr[to],
-        "--output",
-        "-",
-        stdin=data,
-    ).stdout
 
 
 def _refused(pgp_keys: PGPTestKeys, tmp_path: Path, message: bytes, fragment: str) -> VerificationError:
@@ -286,7 +251,7 @@ def _refused(pgp_keys: PGPTestKeys, tmp_path: Path, message: bytes, fragment: st
 
 
 def test_tampered_ciphertext(pgp_keys: PGPTestKeys, plain: Path, tmp_path: Path) -> None:
-    message = bytearray(_bob_signed(pgp_keys, plain.read_bytes()))
+    message = bytearray(pgp_keys.signed_for(plain.read_bytes()))
     message[len(message) // 2] ^= 0x40
     _refused(pgp_keys, tmp_path, bytes(message), "damaged or was tampered with")
 
@@ -295,7 +260,7 @@ def test_signature_by_another_key(pgp_keys: PGPTestKeys, plain: Path, tmp_path: 
     exc = _refused(
         pgp_keys,
         tmp_path,
-        _bob_signed(pgp_keys, plain.read_bytes(), signer="stranger"),
+        pgp_keys.signed_for(plain.read_bytes(), signer="stranger"),
         "no good signature by an accepted key",
     )
     assert "not among the accepted signers" in str(exc)
@@ -319,7 +284,7 @@ def test_expired_signer_even_when_accepted(pgp_keys: PGPTestKeys, tmp_path: Path
 
 
 def test_encrypted_to_a_different_key(pgp_keys: PGPTestKeys, plain: Path, tmp_path: Path) -> None:
-    _refused(pgp_keys, tmp_path, _bob_signed(pgp_keys, plain.read_bytes(), to="stranger"), "is encrypted to key id")
+    _refused(pgp_keys, tmp_path, pgp_keys.signed_for(plain.read_bytes(), to="stranger"), "is encrypted to key id")
 
 
 def test_signed_only_not_encrypted(pgp_keys: PGPTestKeys, tmp_path: Path) -> None:
