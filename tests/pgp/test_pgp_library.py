@@ -246,6 +246,7 @@ def _refused(pgp_keys: PGPTestKeys, tmp_path: Path, message: bytes, fragment: st
         os.replace(temp, final)  # never reached
     assert not final.exists() and not temp.exists()
     assert list(stores.iterdir()) == []  # the key store is removed after the failure
+    assert _agents_for(stores) == []  # and its gpg-agent stopped
     assert ALICE_PASSPHRASE not in str(info.value) and "PRIVATE KEY" not in str(info.value)
     return info.value
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -46,7 +47,10 @@ def test_encrypted_signed_upload_decrypts_with_gpg(
     keys_conns: tuple[str, str],
     pgp_keys: PGPTestKeys,
     tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     server: FTPSServer | SFTPServer = request.getfixturevalue(server_name)
     partner, ours = keys_conns
     src = tmp_path / "out"
@@ -78,6 +82,10 @@ def test_encrypted_signed_upload_decrypts_with_gpg(
         assert record["sha256"] == _sha(data) and record["size"] == len(data)
         assert record["remote_sha256"] == _sha(landed)
     assert ALICE_PASSPHRASE not in repr(records)
+    out, err = capfd.readouterr()
+    logged = caplog.text + out + err  # stdlib logging and the task logger (structlog, to the terminal)
+    assert pgp_keys.fpr["bob"] in logged  # the log says whom the files were encrypted to
+    assert ALICE_PASSPHRASE not in logged and "PRIVATE KEY" not in logged
     # Nothing of the task's staging is left behind.
     assert list(task_staging_dir(op._task_identity()).iterdir()) == []
 
