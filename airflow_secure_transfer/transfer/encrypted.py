@@ -11,14 +11,17 @@ Layout (``0700`` directories owned by the worker user, never followed through a 
 
     $TMPDIR/airflow-secure-transfer-pgp-<uid>/       the base, checked before use
         <sha256(task identity)[:24]>/                 one per task (dag, task, run, map index, target)
-            <generation>/                             sha256 of the sources' identity + keys + armour
+            <generation>-<random>/                    sha256 of the sources' identity + keys + armour,
+                                                      and a random part new with each encryption
                 data/<relpath>.pgp                    the ciphertext, mtime = the source's
                 done.json                             written when every file is encrypted
 
-A changed source, recipient set, signer or ``armor`` gives a new generation (so new local paths, so new
-partial names on the server: a partial made from other ciphertext is never continued); older
+A changed source, recipient set, signer or ``armor`` gives a new generation, and so does any new
+encryption (a try on another worker, a lost staging directory): new local paths, so new partial names on
+the server, so a partial made from other ciphertext is never continued. Older
 generations of the task are deleted. The task directory is removed after a successful upload and
-after a non-retryable failure (:func:`discard_staging`); it stays after a retryable one.
+after a non-retryable failure (:func:`discard_staging`); it stays after a retryable one, and is removed by
+a later encrypted upload on the worker once untouched for :data:`STALE_AFTER` (7 days).
 
 Plaintext never touches this directory: only ciphertext does (and ``.tmp`` ciphertext while it is
 being written).
@@ -31,13 +34,15 @@ import dataclasses
 import hashlib
 import json
 import os
+import secrets
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from airflow_secure_transfer.exceptions import IntegrityError, LocalPathError, SecurityPolicyError
 from airflow_secure_transfer.transfer.local import LocalFile, LocalSource, expand_local
@@ -45,7 +50,11 @@ from airflow_secure_transfer.transfer.local import LocalFile, LocalSource, expan
 if TYPE_CHECKING:
     from airflow_secure_transfer.security.pgp import PGPKeyStore
 
-__all__ = ["StagedFile", "StagedUpload", "discard_staging", "stage_encrypted", "task_staging_dir"]
+__all__ = ["STALE_AFTER", "StagedFile", "StagedUpload", "discard_staging", "stage_encrypted", "task_staging_dir"]
+
+#: A task's staging directory not touched for this long (7 days) is removed by the next encrypted upload
+#: on the worker: its task failed and was not retried (retries come within Airflow's retry delays).
+STALE_AFTER: Final = 7 * 24 * 3600
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +111,18 @@ def task_staging_dir(task_identity: str, base: str | os.PathLike[str] | None = N
     :raises SecurityPolicyError: the base or task directory exists but is not private and ours.
     """
     root = _private_dir(Path(base or tempfile.gettempdir()) / f"airflow-secure-transfer-pgp-{os.getuid()}")
+    _discard_stale(root)
     return _private_dir(root / hashlib.sha256(task_identity.encode("utf-8", "surrogateescape")).hexdigest()[:24])
+
+
+def _discard_stale(root: Path) -> None:
+    """Remove task directories untouched for :data:`STALE_AFTER` seconds (a failed task never retried)."""
+    limit = time.time() - STALE_AFTER
+    for entry in root.iterdir():
+        with contextlib.suppress(OSError):
+            st = os.lstat(entry)
+            if st.st_mtime < limit:
+                discard_staging(entry) if stat.S_ISDIR(st.st_mode) else entry.unlink()
 
 
 def discard_staging(task_dir: Path) -> None:
@@ -174,49 +194,68 @@ def stage_encrypted(
     """
     files, single = expand_local(local_path)
     suffix = ".asc" if armor else ".pgp"
-    generation = _generation(files, store, sign, armor)
+    identity = _generation(files, store, sign, armor)
+    gen_dir, done = _reusable_generation(task_dir, identity, files, suffix)
+    if gen_dir is None:
+        # Fresh ciphertext gets a fresh random directory name, so fresh local paths, so fresh partial names
+        # on the server: a partial left by other ciphertext (a try on another worker, staging lost) is
+        # never continued with these bytes.
+        gen_dir = _private_dir(task_dir / f"{identity}-{secrets.token_hex(8)}")
+        done = {}
     for old in task_dir.iterdir():
-        if old.name != generation:
+        if old != gen_dir:
             discard_staging(old) if old.is_dir() and not old.is_symlink() else old.unlink()
-    gen_dir = _private_dir(task_dir / generation)
     data = _private_dir(gen_dir / "data")
-    done_file = gen_dir / "done.json"
-    done: dict[str, list[str]] = {}
-    if done_file.exists():
-        with contextlib.suppress(ValueError, OSError):
-            done = json.loads(done_file.read_text())
     targets = {f.path: data / (f.relpath + suffix) for f in files}
-    # Only the ciphertext of this plan may be in data/ (the engine uploads the directory): a .tmp
-    # left by a killed try, or a file no longer in the plan, goes.
-    wanted = {str(t) for t in targets.values()}
-    for dirpath, _dirs, names in os.walk(data):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            if path not in wanted:
-                os.unlink(path)
     staged: dict[str, StagedFile] = {}
-    todo: list[LocalFile] = []
-    for f in files:
-        cipher = targets[f.path]
-        digests = done.get(f.relpath)
-        if digests and cipher.is_file() and not cipher.is_symlink():
-            staged[str(cipher)] = StagedFile(f, str(cipher), digests[0], digests[1])
-        else:
-            todo.append(f)
-    reused = len(staged)
-    if todo and log is not None:
-        log(f"encrypting {len(todo)} file(s) to {', '.join(k.fingerprint for k in store.recipient_keys)}")
-    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo) or 1))) as pool:
-        futures = {
-            f.path: pool.submit(_encrypt_one, store, f, targets[f.path], sign=sign, armor=armor) for f in todo
-        }
-        for f in todo:
+    if done:
+        staged = {str(targets[f.path]): StagedFile(f, str(targets[f.path]), *done[f.relpath]) for f in files}
+        return _staged(staged, targets, files, single, data, task_dir, reused=len(staged))
+    if log is not None:
+        log(f"encrypting {len(files)} file(s) to {', '.join(k.fingerprint for k in store.recipient_keys)}")
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(files) or 1))) as pool:
+        futures = {f.path: pool.submit(_encrypt_one, store, f, targets[f.path], sign=sign, armor=armor) for f in files}
+        for f in files:
             plain_hex, cipher_hex = futures[f.path].result()
             staged[str(targets[f.path])] = StagedFile(f, str(targets[f.path]), plain_hex, cipher_hex)
-    if todo:
-        record = {s.source.relpath: [s.plaintext_sha256, s.ciphertext_sha256] for s in staged.values()}
-        tmp = done_file.with_name("done.json.tmp")
-        tmp.write_text(json.dumps(record))
-        os.replace(tmp, done_file)
+    # Written last: a generation is reused only when every file of it was encrypted (before any upload).
+    record = {s.source.relpath: [s.plaintext_sha256, s.ciphertext_sha256] for s in staged.values()}
+    done_file = gen_dir / "done.json"
+    tmp = done_file.with_name("done.json.tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, done_file)
+    return _staged(staged, targets, files, single, data, task_dir, reused=0)
+
+
+def _staged(
+    staged: dict[str, StagedFile],
+    targets: dict[str, Path],
+    files: list[LocalFile],
+    single: bool,
+    data: Path,
+    task_dir: Path,
+    *,
+    reused: int,
+) -> StagedUpload:
     local = str(targets[files[0].path]) if single and files else str(data)
     return StagedUpload(local_path=local, files=staged, task_dir=task_dir, reused=reused)
+
+
+def _reusable_generation(
+    task_dir: Path, identity: str, files: list[LocalFile], suffix: str
+) -> tuple[Path | None, dict[str, list[str]]]:
+    """An earlier try's complete generation for *identity*: every file encrypted, nothing else in data/."""
+    for candidate in task_dir.glob(f"{identity}-*"):
+        if candidate.is_symlink() or not candidate.is_dir():
+            continue
+        try:
+            done = json.loads((candidate / "done.json").read_text())
+        except (OSError, ValueError):
+            continue
+        data = candidate / "data"
+        wanted = {str(data / (f.relpath + suffix)) for f in files}
+        present = {os.path.join(d, n) for d, _dirs, names in os.walk(data) for n in names}
+        complete = all(f.relpath in done and len(done[f.relpath]) == 2 for f in files)
+        if complete and present == wanted and not any(Path(p).is_symlink() for p in present):
+            return candidate, done
+    return None, {}

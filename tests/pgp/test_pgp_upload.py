@@ -229,3 +229,55 @@ def test_bad_key_fails_the_task_without_retry(
 def test_pgp_arguments_checked_at_parse_time(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         SecureUploadOperator(task_id="t", conn_id="c", local_path="/x", remote_path="/in/", **kwargs)  # type: ignore[arg-type]
+
+
+def test_stale_staging_of_an_abandoned_task_is_removed(tmp_path: Path) -> None:
+    from airflow_secure_transfer.transfer.encrypted import STALE_AFTER
+
+    old = task_staging_dir("abandoned task", base=tmp_path)
+    (old / "x").mkdir()
+    past = os.stat(old).st_mtime - STALE_AFTER - 60
+    os.utime(old, (past, past))
+    fresh = task_staging_dir("another task", base=tmp_path)
+    assert fresh.exists() and not old.exists()
+    assert oct(fresh.stat().st_mode & 0o777) == "0o700" and oct(fresh.parent.stat().st_mode & 0o777) == "0o700"
+
+
+def test_staging_refuses_a_directory_others_can_enter(tmp_path: Path) -> None:
+    from airflow_secure_transfer.exceptions import SecurityPolicyError
+
+    base = tmp_path / f"airflow-secure-transfer-pgp-{os.getuid()}"
+    base.mkdir(mode=0o755)
+    base.chmod(0o755)
+    with pytest.raises(SecurityPolicyError, match="mode 0700"):
+        task_staging_dir("t", base=tmp_path)
+
+
+def test_staging_reuses_its_ciphertext_and_a_new_encryption_gets_new_paths(
+    pgp_keys: PGPTestKeys, tmp_path: Path
+) -> None:
+    """Resume keeps the very ciphertext; ciphertext made again (another worker, staging lost) never
+    shares a local path, so never a partial name on the server, with the old one."""
+    from airflow_secure_transfer.security.pgp import PGPKeyStore
+    from airflow_secure_transfer.transfer.encrypted import discard_staging
+
+    (tmp_path / "src").mkdir()
+    for name in ("a.csv", "b.csv"):
+        (tmp_path / "src" / name).write_bytes(os.urandom(10_000))
+    (tmp_path / "staging").mkdir()
+    task_dir = task_staging_dir("resume identity", base=tmp_path / "staging")
+    with PGPKeyStore(recipients=pgp_keys.public["bob"]) as store:
+        first = stage_encrypted(str(tmp_path / "src"), store, task_dir)
+        again = stage_encrypted(str(tmp_path / "src"), store, task_dir)
+        assert again.reused == 2 and again.files.keys() == first.files.keys()
+        assert {k: v.ciphertext_sha256 for k, v in again.files.items()} == {
+            k: v.ciphertext_sha256 for k, v in first.files.items()
+        }
+        discard_staging(task_dir)
+        task_dir = task_staging_dir("resume identity", base=tmp_path / "staging")
+        fresh = stage_encrypted(str(tmp_path / "src"), store, task_dir)
+    assert fresh.reused == 0 and not set(fresh.files) & set(first.files)
+    assert Path(fresh.local_path).is_dir() and sorted(p.name for p in Path(fresh.local_path).iterdir()) == [
+        "a.csv.pgp",
+        "b.csv.pgp",
+    ]
