@@ -50,7 +50,16 @@ from airflow_secure_transfer.transfer.local import LocalFile, LocalSource, expan
 if TYPE_CHECKING:
     from airflow_secure_transfer.security.pgp import PGPKeyStore
 
-__all__ = ["STALE_AFTER", "StagedFile", "StagedUpload", "discard_staging", "stage_encrypted", "task_staging_dir"]
+__all__ = [
+    "STALE_AFTER",
+    "StagedFile",
+    "StagedUpload",
+    "discard_staging",
+    "stage_encrypted",
+    "staging_base",
+    "staging_path",
+    "task_staging_dir",
+]
 
 #: A task's staging directory not touched for this long (7 days) is removed by the next encrypted upload
 #: on the worker: its task failed and was not retried (retries come within Airflow's retry delays).
@@ -110,9 +119,21 @@ def task_staging_dir(task_identity: str, base: str | os.PathLike[str] | None = N
     :param base: where to put the per-user base directory (default: the system's temporary directory).
     :raises SecurityPolicyError: the base or task directory exists but is not private and ours.
     """
-    root = _private_dir(Path(base or tempfile.gettempdir()) / f"airflow-secure-transfer-pgp-{os.getuid()}")
-    _discard_stale(root)
-    return _private_dir(root / hashlib.sha256(task_identity.encode("utf-8", "surrogateescape")).hexdigest()[:24])
+    path = staging_path(task_identity, base)
+    _discard_stale(_private_dir(path.parent))
+    return _private_dir(path)
+
+
+def staging_base() -> Path:
+    """Where the per-user staging directory is made: the system's temporary directory (``$TMPDIR``)."""
+    return Path(tempfile.gettempdir())
+
+
+def staging_path(task_identity: str, base: str | os.PathLike[str] | None = None) -> Path:
+    """The staging directory :func:`task_staging_dir` uses for *task_identity* (not created here)."""
+    root = Path(base) if base is not None else staging_base()
+    digest = hashlib.sha256(task_identity.encode("utf-8", "surrogateescape")).hexdigest()[:24]
+    return root / f"airflow-secure-transfer-pgp-{os.getuid()}" / digest
 
 
 def _discard_stale(root: Path) -> None:

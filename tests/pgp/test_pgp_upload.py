@@ -14,13 +14,23 @@ from airflow_secure_transfer.compat import airflow_fail_exception
 from airflow_secure_transfer.exceptions import ConfigurationError
 from airflow_secure_transfer.hooks.pgp import pgp_key_store
 from airflow_secure_transfer.operators.upload import SecureUploadOperator
-from airflow_secure_transfer.transfer.encrypted import stage_encrypted, task_staging_dir
+from airflow_secure_transfer.transfer import encrypted
+from airflow_secure_transfer.transfer.encrypted import stage_encrypted, staging_path, task_staging_dir
 from airflow_secure_transfer.transfer.engine import partial_name
 from airflow_secure_transfer.transfer.local import LocalFile
 from tests.pgp.conftest import ALICE_PASSPHRASE, PGPTestKeys
 from tests.servers import FTPSServer, SFTPServer
 
 MakeConn = Callable[..., str]
+
+
+@pytest.fixture(autouse=True)
+def private_staging_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The operator's staging goes under this test's tmp_path, not the machine's temporary directory."""
+    base = tmp_path / "staging-base"
+    base.mkdir()
+    monkeypatch.setattr(encrypted, "staging_base", lambda: base)
+    return base
 
 
 @pytest.fixture
@@ -87,7 +97,7 @@ def test_encrypted_signed_upload_decrypts_with_gpg(
     assert pgp_keys.fpr["bob"] in logged  # the log says whom the files were encrypted to
     assert ALICE_PASSPHRASE not in logged and "PRIVATE KEY" not in logged
     # Nothing of the task's staging is left behind.
-    assert list(task_staging_dir(op._task_identity()).iterdir()) == []
+    assert not staging_path(op._task_identity()).exists()
 
 
 def test_armored_upload_to_a_named_file_keeps_the_name(
@@ -212,9 +222,7 @@ def test_bad_key_fails_the_task_without_retry(
     with pytest.raises(airflow_fail_exception(), match=r"SecurityPolicyError: recipient key .* expired"):
         op.execute(context={})
     assert list(asyncssh_server.local_root.iterdir()) == []
-    assert not task_staging_dir(op._task_identity()).exists() or not any(
-        task_staging_dir(op._task_identity()).iterdir()
-    )
+    assert not staging_path(op._task_identity()).exists()
 
 
 @pytest.mark.parametrize(
