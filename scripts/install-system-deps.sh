@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install the Debian packages that the interop, UI and benchmark tiers need.
+# Install the Debian packages that the interop, UI, PGP and benchmark tiers need (and gnupg, which
+# OpenPGP encryption needs on the workers at run time).
 # Idempotent: does nothing when everything is present. Needs root and apt-get;
 # without them it only says what is missing (those test tiers then skip locally,
 # and fail under CI=true).
@@ -12,6 +13,9 @@ command -v lftp >/dev/null || need+=(lftp)
 command -v curl >/dev/null || need+=(curl)
 command -v chromium >/dev/null || need+=(chromium)
 command -v ss >/dev/null || need+=(iproute2)
+# OpenPGP (encrypt_with / sign_with): the provider drives the gpg program (GnuPG 2.2+) at run time.
+command -v gpg >/dev/null || need+=(gnupg)
+command -v gpgconf >/dev/null || need+=(gpgconf)
 [ ${#need[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null; then
   echo "install-system-deps: missing ${need[*]}; run as root on Debian/Ubuntu to install them" >&2

@@ -72,15 +72,32 @@ class SecureUploadOperator(BaseOperator):
         and ``SecureDownloadOperator`` check the delivery against it. Templated. Default ``None``.
     :param done_marker: remote path of an empty file written after everything else (after the
         manifest, if any), e.g. ``"/inbound/{{ ds }}/_SUCCESS"``. Templated. Default ``None``.
+    :param encrypt_with: conn id of a ``secure_pgp`` ("PGP keys") connection: each file is
+        OpenPGP-encrypted to all its ``public_keys`` before it leaves the worker, and the remote name
+        gets ``.pgp`` (``.asc`` with ``armor=True``) unless ``remote_path`` names the file. The
+        ciphertext is made once per task try set (kept in a private 0700 directory until the upload
+        succeeds), so a retry resumes the same ciphertext. Templated. Default ``None``: sent as is.
+    :param sign_with: conn id of a ``secure_pgp`` connection whose ``private_key`` (passphrase: its
+        password) signs each file inside the encrypted message. Needs ``encrypt_with``. Templated.
+    :param armor: ASCII-armoured ciphertext (``.asc``) instead of binary (``.pgp``); default ``False``.
     :returns: ``[{local_path, remote_path, bytes, sha256, seconds, resumed, skipped,
-        verified, size, source_deleted}, ...]``; ``bytes`` counts the bytes sent by this run,
-        ``size`` is the file's size.
+        verified, size, source_deleted, encrypted, remote_sha256}, ...]``; ``bytes`` counts the
+        bytes sent by this run, ``size`` is the file's size; with ``encrypt_with``, ``sha256`` and
+        ``size`` describe the local (plain) file and ``remote_sha256`` the ciphertext on the server.
     :raises AirflowFailException: for errors that a retry cannot fix (trust,
         login, configuration, missing local file); transport and integrity errors
         are raised as they are, so Airflow's retries apply.
     """
 
-    template_fields: Sequence[str] = ("conn_id", "local_path", "remote_path", "manifest", "done_marker")
+    template_fields: Sequence[str] = (
+        "conn_id",
+        "local_path",
+        "remote_path",
+        "manifest",
+        "done_marker",
+        "encrypt_with",
+        "sign_with",
+    )
     ui_color = "#d5f5e3"
 
     def __init__(
@@ -98,6 +115,9 @@ class SecureUploadOperator(BaseOperator):
         server_pool: str | None = None,
         manifest: str | None = None,
         done_marker: str | None = None,
+        encrypt_with: str | None = None,
+        sign_with: str | None = None,
+        armor: bool = False,
         **kwargs: Any,
     ) -> None:
         _apply_server_pool(server_pool, max_connections, kwargs)
@@ -117,6 +137,10 @@ class SecureUploadOperator(BaseOperator):
                 raise ConfigurationError(f"{name} must be a remote path or None, got {path!r}")
         self.manifest = manifest
         self.done_marker = done_marker
+        _check_pgp_arguments(encrypt_with, sign_with, armor)
+        self.encrypt_with = encrypt_with
+        self.sign_with = sign_with
+        self.armor = armor
         self.conn_id = conn_id
         self.local_path = local_path
         self.remote_path = remote_path
@@ -132,6 +156,7 @@ class SecureUploadOperator(BaseOperator):
         #: The first connection's ``session_security()``: negotiated algorithms and the verified identity.
         self._security: dict[str, str] | None = None
         self._resolved: tuple[Callable[[], RemoteFS], str | None, int, float] | None = None
+        self._context: Any = None
 
     # ------------------------------------------------------------------ execution
 
@@ -185,23 +210,127 @@ class SecureUploadOperator(BaseOperator):
                 self.server_pool,
             )
             connections = self.pool_slots
-        return upload(
-            connect,
-            self.local_path,
-            self.remote_path,
-            overwrite=self.overwrite,
-            create_dirs=self.create_dirs,
-            verify=self.verify,
-            delete_source=self.delete_source,
-            preserve_mtime=self.preserve_mtime,
-            max_connections=connections,
-            remote_root=remote_root,
-            log=self.log,
-            busy_wait=BUSY_BUDGET_FACTOR * conn_timeout,
-        )
+        def send(local_path: Any, delete_source: bool) -> list[TransferRecord]:
+            return upload(
+                connect,
+                local_path,
+                self.remote_path,
+                overwrite=self.overwrite,
+                create_dirs=self.create_dirs,
+                verify=self.verify,
+                delete_source=delete_source,
+                preserve_mtime=self.preserve_mtime,
+                max_connections=connections,
+                remote_root=remote_root,
+                log=self.log,
+                busy_wait=BUSY_BUDGET_FACTOR * conn_timeout,
+            )
+
+        if self.encrypt_with:
+            return self._upload_encrypted(send, connections)
+        return send(self.local_path, self.delete_source)
+
+    def _task_identity(self) -> str:
+        """What makes this task's encrypted staging unique and stable across its retries."""
+        ctx = self._context if isinstance(self._context, dict) else {}
+        ti = ctx.get("ti") or ctx.get("task_instance")
+        dag_id = getattr(ti, "dag_id", None)
+        if dag_id is None:
+            try:
+                dag_id = self.dag_id
+            except RuntimeError:  # not in a DAG (op.execute(context={}) in a test)
+                dag_id = ""
+        parts = [
+            str(dag_id),
+            str(getattr(ti, "task_id", None) or self.task_id),
+            str(getattr(ti, "run_id", None) or ctx.get("run_id") or ""),
+            str(getattr(ti, "map_index", -1)),
+            self.conn_id,
+            str(self.remote_path),
+            repr(self.local_path),
+        ]
+        return "|".join(parts)
+
+    def _upload_encrypted(
+        self, send: Callable[[Any, bool], list[TransferRecord]], workers: int
+    ) -> list[TransferRecord]:
+        """Encrypt each file into the task's private staging directory, upload the ciphertext, map the records."""
+        import dataclasses
+
+        from airflow_secure_transfer.hooks.pgp import pgp_key_store
+        from airflow_secure_transfer.transfer.encrypted import discard_staging, stage_encrypted, task_staging_dir
+        from airflow_secure_transfer.transfer.local import under_root
+
+        task_dir = task_staging_dir(self._task_identity())
+        try:
+            with pgp_key_store(encrypt_with=self.encrypt_with, sign_with=self.sign_with) as store:
+                for key in store.recipient_keys:
+                    self.log.info("encrypting to %s", key.describe())
+                if self.sign_with:
+                    self.log.info("signing with %s", store.secret_keys[0].describe())
+                staged = stage_encrypted(
+                    self.local_path,
+                    store,
+                    task_dir,
+                    sign=bool(self.sign_with),
+                    armor=self.armor,
+                    workers=workers,
+                    log=self.log.info,
+                )
+            if staged.reused:
+                self.log.info("reusing the ciphertext of %d file(s) made by an earlier try", staged.reused)
+            # The engine deletes the ciphertext (delete_source); the sources are deleted below, on the same proof.
+            records = send(staged.local_path, self.delete_source)
+        except SecureTransferError as exc:
+            if not exc.retryable:
+                discard_staging(task_dir)
+            raise
+        mapped: list[TransferRecord] = []
+        for record in records:
+            item = staged.files.get(os.path.normpath(record.local_path))
+            if item is None:  # pragma: no cover - the engine only uploads what was staged
+                raise ConfigurationError(f"uploaded {record.local_path!r}, which was not staged")
+            deleted = False
+            if record.source_deleted:
+                deleted = self._delete_plain_source(item.source, under_root)
+            mapped.append(
+                dataclasses.replace(
+                    record,
+                    local_path=item.source.path,
+                    sha256=item.plaintext_sha256,
+                    size=item.source.size,
+                    source_deleted=deleted,
+                    encrypted=True,
+                    remote_sha256=item.ciphertext_sha256,
+                    remote_size=record.size,  # the engine sent the staged ciphertext
+                )
+            )
+        discard_staging(task_dir)
+        return mapped
+
+    def _delete_plain_source(self, source: Any, under_root: Callable[[Any], bool]) -> bool:
+        """Delete the plaintext source of a proven upload (the same rule as the engine's delete_source)."""
+        from airflow_secure_transfer.exceptions import LocalPathError
+
+        if not under_root(source):
+            self.log.warning(
+                "kept %s (delete_source=True): its real path is outside the named source %s",
+                source.path,
+                source.root or "(unknown)",
+            )
+            return False
+        try:
+            os.unlink(source.path)
+        except OSError as exc:
+            raise LocalPathError(
+                f"uploaded {source.path!r} but could not delete it (delete_source=True): {exc.strerror}",
+                path=source.path,
+            ) from None
+        return True
 
     def execute(self, context: Any) -> list[dict[str, object]]:
         """Upload; return the records as dicts. Works with ``op.execute(context={})``."""
+        self._context = context
         try:
             self._records = self._upload()
             if self.manifest is not None or self.done_marker is not None:
@@ -322,6 +451,21 @@ class SecureUploadOperator(BaseOperator):
                 for (ns, name), record in zip(outputs, self._records, strict=True)
             ],
         )
+
+
+def _check_pgp_arguments(encrypt_with: object, sign_with: object, armor: object) -> None:
+    """Refuse malformed ``encrypt_with`` / ``sign_with`` / ``armor`` at DAG parse time."""
+    for name, value in (("encrypt_with", encrypt_with), ("sign_with", sign_with)):
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigurationError(f"{name} must be the conn id of a PGP keys connection, got {value!r}")
+    if not isinstance(armor, bool):
+        raise ConfigurationError(f"armor must be True or False, got {armor!r}")
+    if sign_with and not encrypt_with:
+        raise ConfigurationError(
+            "sign_with signs inside the encrypted message: it needs encrypt_with (the recipients' keys)"
+        )
+    if armor and not encrypt_with:
+        raise ConfigurationError("armor=True only applies to encrypted files: set encrypt_with too")
 
 
 def _apply_server_pool(server_pool: str | None, max_connections: int | None, kwargs: dict[str, Any]) -> None:

@@ -256,6 +256,12 @@ class TransferRecord:
     source_deleted: bool = False
     #: A download with ``remote_archive_dir``: where the remote file was moved.
     archived_to: str | None = None
+    #: Whether the file was OpenPGP-encrypted before it was sent (``encrypt_with``).
+    encrypted: bool = False
+    #: SHA-256 of the bytes on the server when they differ from the local file's (the ciphertext).
+    remote_sha256: str | None = None
+    #: Size of the bytes on the server when it differs from the local file's (the ciphertext).
+    remote_size: int | None = None
 
     def as_dict(self) -> dict[str, object]:
         """Return a JSON-serialisable dict (no secrets: paths, sizes and digests only)."""
@@ -270,4 +276,10 @@ class TransferRecord:
             "verified": self.verified,
             "size": self.size,
             "source_deleted": self.source_deleted,
-        } | ({"archived_to": self.archived_to} if self.archived_to is not None else {})
+            "encrypted": self.encrypted,
+            "remote_sha256": self.remote_sha256,
+        } | {
+            key: value
+            for key, value in (("archived_to", self.archived_to), ("remote_size", self.remote_size))
+            if value is not None
+        }

@@ -124,7 +124,8 @@ def build_manifest(
 ) -> bytes:
     """Return the manifest (UTF-8 JSON) of the uploaded files in *records*.
 
-    :param records: the upload's records (their ``remote_path``, ``size`` and ``sha256``).
+    :param records: the upload's records (their ``remote_path``, ``size`` and ``sha256``; for an
+        encrypted upload ``remote_size`` and ``remote_sha256``: the manifest describes the server's bytes).
     :param manifest_path: the manifest's absolute remote path; every file must lie below its directory.
     :param producer: who produced the files (e.g. the provider version, DAG, task and run ids).
     :param created: the time to record (default: now), converted to UTC.
@@ -137,9 +138,12 @@ def build_manifest(
         rel = _relative(record.remote_path, base)
         if rel in files:
             raise ConfigurationError(f"{record.remote_path} appears twice among the uploaded files")
-        if not _SHA256.fullmatch(record.sha256):
+        # The bytes on the server: the ciphertext of an encrypted upload, else the file itself.
+        digest = record.remote_sha256 or record.sha256
+        size = record.remote_size if record.remote_size is not None else record.size
+        if not _SHA256.fullmatch(digest):
             raise ConfigurationError(f"{record.remote_path} has no SHA-256 in its record")
-        files[rel] = {"path": rel, "size": record.size, "sha256": record.sha256}
+        files[rel] = {"path": rel, "size": size, "sha256": digest}
     if _CONTROL.search(producer) or len(producer) > _MAX_PRODUCER:
         raise ConfigurationError(f"producer must be at most {_MAX_PRODUCER} characters without control characters")
     when = (created or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)

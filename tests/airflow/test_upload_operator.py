@@ -60,8 +60,17 @@ def test_bad_arguments_fail_at_construction_with_a_value_error(kwargs: dict[str,
 def test_construction_does_no_io(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_C", raising=False)
     op = _op(local_path="/does/not/exist/*.csv")  # nothing is looked up or opened yet
-    assert op.template_fields == ("conn_id", "local_path", "remote_path", "manifest", "done_marker")
+    assert op.template_fields == (
+        "conn_id",
+        "local_path",
+        "remote_path",
+        "manifest",
+        "done_marker",
+        "encrypt_with",
+        "sign_with",
+    )
     assert op.manifest is None and op.done_marker is None
+    assert op.template_fields[:3] == ("conn_id", "local_path", "remote_path")
     assert op.max_connections is None and op.overwrite == "replace" and op.verify == "size"
 
 
@@ -153,6 +162,8 @@ def test_execute_uploads_and_returns_json_records(
         "verified",
         "size",
         "source_deleted",
+        "encrypted",
+        "remote_sha256",
     }
     assert all(r["verified"] and not r["resumed"] and not r["skipped"] for r in result)
     assert server.password not in json.dumps(result)

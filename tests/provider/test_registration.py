@@ -17,6 +17,7 @@ import airflow_secure_transfer
 from airflow_secure_transfer import DISTRIBUTION_NAME, FTPS_CONN_FIELDS, SFTP_CONN_FIELDS, get_provider_info
 from airflow_secure_transfer.compat import form_field_kind
 from airflow_secure_transfer.hooks.ftps import SecureFTPSHook
+from airflow_secure_transfer.hooks.pgp import SecurePGPHook
 from airflow_secure_transfer.hooks.sftp import SecureSFTPHook
 
 pytestmark = pytest.mark.airflow
@@ -77,7 +78,7 @@ from airflow.api_fastapi.core_api.services.ui.connections import HookMetaService
 from airflow.providers_manager import ProvidersManager
 out = {m.connection_type: {"hook_name": m.hook_name, "extra_fields": m.extra_fields,
                            "standard_fields": m.standard_fields.model_dump() if m.standard_fields else None}
-       for m in HookMetaService.hook_meta_data() if m.connection_type in ("secure_ftps", "secure_sftp")}
+       for m in HookMetaService.hook_meta_data() if m.connection_type in ("secure_ftps", "secure_sftp", "secure_pgp")}
 pm = ProvidersManager()
 print(json.dumps({"forms": out, "behaviours": {k: pm.field_behaviours.get(k) for k in out},
                   "versions": {n: p.version for n, p in pm.providers.items()}}, default=str))
@@ -112,6 +113,16 @@ def test_providers_manager_sees_both_connection_types_with_their_fields(ui_metad
         assert ui_metadata["behaviours"][conn_type]["hidden_fields"] == ["schema"]
         assert form["standard_fields"]["login"]["title"] == "Username"
         assert form["standard_fields"]["url_schema"]["hidden"] is True
+
+
+def test_providers_manager_sees_the_pgp_keys_type(ui_metadata: dict[str, Any]) -> None:
+    form = ui_metadata["forms"]["secure_pgp"]
+    assert form["hook_name"] == "PGP keys"
+    extra = form["extra_fields"]
+    assert set(extra) == {"public_keys", "private_key", "public_keys_use"}
+    assert {n for n, f in extra.items() if f["schema"].get("format") == "password"} == {"private_key"}
+    assert ui_metadata["behaviours"]["secure_pgp"]["hidden_fields"] == ["host", "login", "schema"]
+    assert form["standard_fields"]["password"]["title"] == "Passphrase (of the private key)"
 
 
 def test_the_ui_form_shows_the_declared_labels_descriptions_and_defaults(ui_metadata: dict[str, Any]) -> None:
@@ -164,7 +175,7 @@ def test_the_hooks_31_form_and_the_conn_fields_are_one_declaration(monkeypatch: 
         monkeypatch.setitem(sys.modules, name, module)
 
     info = {c["connection-type"]: c for c in get_provider_info()["connection-types"]}
-    for hook in (SecureFTPSHook, SecureSFTPHook):
+    for hook in (SecureFTPSHook, SecureSFTPHook, SecurePGPHook):
         declared = info[hook.conn_type]
         assert hook.get_ui_field_behaviour() == {
             key.replace("-", "_"): value for key, value in declared["ui-field-behaviour"].items()

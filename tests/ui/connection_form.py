@@ -39,12 +39,16 @@ class ConnectionForm:
         self.page = page
         self.dialog = page.get_by_role("dialog")
 
-    def choose_type(self, label: str) -> None:
-        """Pick a connection type by its display name ("Secure FTPS")."""
+    def choose_type(self, label: str, *, ready_field: str = "Host") -> None:
+        """Pick a connection type by its display name ("Secure FTPS").
+
+        :param ready_field: a standard text field the chosen type shows (its appearance means the type's
+            metadata was applied); "Host" unless the type hides it.
+        """
         self.dialog.get_by_role("combobox", name="Connection Type").click()
         self.page.get_by_role("option", name=label, exact=True).click()
         # The standard fields of the chosen type appear once the type's metadata is applied.
-        self.dialog.get_by_role("textbox", name="Host").wait_for()
+        self.dialog.get_by_role("textbox", name=ready_field).wait_for()
 
     def fill_standard(
         self, *, host: str, port: int, login: str, password: str | None, login_label: str = "Username"
@@ -133,13 +137,15 @@ def open_connections(page: Page, *, via_menu: bool = False) -> None:
     page.get_by_role("button", name="Add Connection").wait_for()
 
 
-def add_connection(page: Page, conn_id: str, type_label: str, *, via_menu: bool = False) -> ConnectionForm:
+def add_connection(
+    page: Page, conn_id: str, type_label: str, *, via_menu: bool = False, ready_field: str = "Host"
+) -> ConnectionForm:
     """Open the connection list, press "Add Connection", set the id and the type; return the open form."""
     open_connections(page, via_menu=via_menu)
     page.get_by_role("button", name="Add Connection").click()
     form = ConnectionForm(page)
     form.dialog.get_by_role("textbox", name="Connection ID").fill(conn_id)
-    form.choose_type(type_label)
+    form.choose_type(type_label, ready_field=ready_field)
     return form
 
 
@@ -176,6 +182,8 @@ def press_test(page: Page, conn_id: str, *, timeout_ms: float = 90_000) -> TestO
     text = toast.inner_text().strip()
     title, _, message = text.partition("\n")
     return TestOutcome(
-        ok=bool(body["status"]), title=title.strip(), toast_message=" ".join(message.split()),
+        ok=bool(body["status"]),
+        title=title.strip(),
+        toast_message=" ".join(message.split()),
         api_message=str(body["message"]),
     )

@@ -67,6 +67,8 @@ def test_single_file_upload_lands_atomically_with_a_full_record(server: FakeServ
         "verified": "size",
         "size": len(data),
         "source_deleted": False,
+        "encrypted": False,
+        "remote_sha256": None,
     }
     # Bytes only ever went to the hidden temporary name, which was renamed once it had the full size.
     ((_, written, offset),) = server.writes
