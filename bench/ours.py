@@ -55,3 +55,24 @@ def ours_uploader() -> tuple[str, Callable[..., Any]]:
         )
 
     return "transfer.engine.upload(hook.get_fs, ...) (operators/upload.py not present yet)", via_engine
+
+
+def ours_downloader() -> tuple[str, Callable[..., Any]]:
+    """Return (description, download(conn_id, remote, local, max_connections=None, **options)).
+
+    Our download is measured through :class:`SecureDownloadOperator`, the code a task runs.
+    """
+    from airflow_secure_transfer.operators.download import SecureDownloadOperator
+
+    def via_operator(conn_id: str, remote: str, local: str, max_connections: int | None = None, **options: Any) -> Any:
+        op = SecureDownloadOperator(
+            task_id="bench_download",
+            conn_id=conn_id,
+            remote_path=remote,
+            local_path=local,
+            max_connections=max_connections,
+            **options,
+        )
+        return op.execute(context={})
+
+    return "SecureDownloadOperator.execute(context={})", via_operator
