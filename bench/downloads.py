@@ -88,8 +88,9 @@ def _link_or_copy(src: Path, dest: Path) -> None:
     os.chmod(dest, 0o644)
 
 
-def stage(servers: Servers, src: dict[str, Path]) -> dict[str, tuple[Staged, dict[str, Path]]]:
-    """Stage ``src[key]`` for every key of :data:`STAGED` on every running server.
+def stage(servers: Servers, src: dict[str, Path], first: int) -> dict[str, tuple[Staged, dict[str, Path]]]:
+    """Stage ``src[key]`` for every key of :data:`STAGED` on every running server, and ``small_first``: a
+    directory of the first *first* files of ``small`` (for the stock ``SFTPOperator``).
 
     :returns: ``{server: (staged directory, {key: path on the server's disk})}``.
     """
@@ -98,8 +99,13 @@ def stage(servers: Servers, src: dict[str, Path]) -> dict[str, tuple[Staged, dic
         if not servers.running(name):
             continue
         view = servers.get(name).for_test("dl-src")
-        staged = Staged(view.writable_dir, view.local_root)
-        out[name] = (staged, {key: place(src[key], view.local_root / rel) for key, rel in STAGED.items()})
+        paths = {key: place(src[key], view.local_root / rel) for key, rel in STAGED.items()}
+        subset = view.local_root / f"small-first-{first}"
+        subset.mkdir(mode=0o755)
+        for p in sorted(paths["small"].iterdir())[:first]:
+            place(p, subset / p.name)
+        paths["small_first"] = subset
+        out[name] = (Staged(view.writable_dir, view.local_root), paths)
     return out
 
 
@@ -250,7 +256,11 @@ def then_fsync(fn: Fn) -> Fn:
 def build_download_groups(
     a: argparse.Namespace, dc: DownloadCases, staged: dict[str, dict[str, Path]], download_to: Path
 ) -> list[Group]:
-    """D1 (one big file; SFTP and FTPS groups) and D3 (many small files), and the stock operator on D3's files."""
+    """D1 (one big file; SFTP and FTPS groups) and D3 (many small files), and the stock operator on D3's first files.
+
+    :param staged: ``{server: {key: path on its disk}}`` from :func:`stage`.
+    :param download_to: the local directory under which each run gets a fresh one to download into.
+    """
     MiB = 1 << 20
     nb = a.size_mib * MiB
     ns = a.small_count
@@ -336,12 +346,8 @@ def build_download_groups(
                             "files/s"))  # fmt: skip
     if "sshd" in staged:
         # one SSH connection per file (as for uploads): timed on the first files only, in a group of its own
-        op_count = min(a.stock_operator_count, ns)
-        op_dir = staged["sshd"]["small"].parent / f"small-first-{op_count}"
-        if not op_dir.exists():
-            op_dir.mkdir(mode=0o755)
-            for p in sorted(staged["sshd"]["small"].iterdir())[:op_count]:
-                os.link(p, op_dir / p.name)
+        op_dir = staged["sshd"]["small_first"]
+        op_count = len(os.listdir(op_dir))
         groups.append(
             Group(
                 "dl_small_stock_operator",

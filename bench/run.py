@@ -477,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         if any(g.startswith("dl_") for g in groups_wanted):
             from downloads import DownloadCases, build_download_groups, stage
 
-            staged = stage(servers, src)
+            staged = stage(servers, src, min(a.stock_operator_count, a.small_count))
             dcases = DownloadCases(cases, {k: v[0] for k, v in staged.items()})
             meta["ours_download_path"] = dcases.ours_path
             groups += build_download_groups(a, dcases, {k: v[1] for k, v in staged.items()}, scratch / "downloads")
