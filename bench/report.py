@@ -56,22 +56,22 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     ratio_target("2", "vsftpd: ours / lftp put", "ftps_large", "vsftpd: ours", "vsftpd: lftp put", "mb_s", 1.0)
     ratio_target("2", "pyftpdlib: ours / curl", "ftps_large", "pyftpdlib: ours", "pyftpdlib: curl --ssl-reqd -T",
                  "mb_s", 1.0)  # fmt: skip
-    ratio_target("3", "SFTP: ours / sftp -b", "small", "SFTP: ours (default 4 connections)",
-                 "SFTP: OpenSSH sftp -b, one session", "files_s", 1.5)  # fmt: skip
-    for label in ("vsftpd", "pyftpdlib"):
-        ratio_target("3", f"FTPS {label}: ours / lftp mirror --parallel=4", "small",
-                     f"FTPS {label}: ours (default 4 connections)", f"FTPS {label}: lftp mirror -R --parallel=4",
-                     "files_s", 1.0)  # fmt: skip
+
+    def small_files(case: str, group: str, sftp_ref: str, mirror: str) -> None:
+        """Case 3 (uploads) and D3 (downloads): many small files, the same targets."""
+        ratio_target(case, "SFTP: ours / sftp -b", group, "SFTP: ours (default 4 connections)", sftp_ref, "files_s",
+                     1.5)  # fmt: skip
+        for label in ("vsftpd", "pyftpdlib"):
+            ratio_target(case, f"FTPS {label}: ours / lftp mirror --parallel=4", group,
+                         f"FTPS {label}: ours (default 4 connections)", f"FTPS {label}: {mirror}", "files_s",
+                         1.0)  # fmt: skip
+
+    small_files("3", "small", "SFTP: OpenSSH sftp -b, one session", "lftp mirror -R --parallel=4")
     # issue #13: downloads (cases D1, D3)
     ratio_target("D1", "SFTP: ours / sftp -b get", "dl_sftp_large", "SFTP: ours",
                  "SFTP: OpenSSH sftp -b get (defaults)", "mb_s", 1.0)  # fmt: skip
     ratio_target("D1", "vsftpd: ours / lftp get", "dl_ftps_large", "vsftpd: ours", "vsftpd: lftp get", "mb_s", 1.0)
-    ratio_target("D3", "SFTP: ours / sftp -b", "dl_small", "SFTP: ours (default 4 connections)",
-                 "SFTP: OpenSSH sftp -b, get per file, one session", "files_s", 1.5)  # fmt: skip
-    for label in ("vsftpd", "pyftpdlib"):
-        ratio_target("D3", f"FTPS {label}: ours / lftp mirror --parallel=4", "dl_small",
-                     f"FTPS {label}: ours (default 4 connections)", f"FTPS {label}: lftp mirror --parallel=4",
-                     "files_s", 1.0)  # fmt: skip
+    small_files("D3", "dl_small", "SFTP: OpenSSH sftp -b, get per file, one session", "lftp mirror --parallel=4")
     for r in results["groups"].get("memory", {}).get("summary", []):
         if r["case"].startswith("ours") and "delta_mib" in r:
             d = r["delta_mib"]
