@@ -152,3 +152,33 @@ def test_the_targets_table_finds_every_target_row(bench: dict[str, ModuleType], 
     rows = [t for t in report.targets(results) if t[0].startswith("D")]
     assert len(rows) == 5
     assert all(measured != "not measured" for _, _, measured, _ in rows), rows
+
+
+def test_a_download_case_gets_a_fresh_local_directory_and_is_checked_against_the_staged_copy(
+    bench: dict[str, ModuleType], tmp_path: Path
+) -> None:
+    """``Case.download_to``: the harness makes an empty directory per run and checks what landed in it."""
+    harness = importlib.import_module("harness")  # imported by the fixture's modules
+    staged = _tree(tmp_path / "staged", ["a.bin", "b.bin"])
+    nbytes = sum(p.stat().st_size for p in staged.iterdir())
+
+    class OneServer:
+        def get(self, name: str) -> object:
+            return object()
+
+    runner = harness.Runner(OneServer(), log=lambda msg: None)
+    case = harness.Case("d", lambda t, s: {}, "sshd", staged, nbytes, 2, download_to=tmp_path / "downloads")
+    first, _ = runner._target(case, 0)
+    second, _ = runner._target(case, 1)
+    assert first.local_dir != second.local_dir
+    assert first.local_dir.parent == second.local_dir.parent == tmp_path / "downloads"
+    assert list(first.local_dir.iterdir()) == [] and first.remote_dir == ""
+
+    for p in staged.iterdir():
+        (first.local_dir / p.name).write_bytes(p.read_bytes())
+    assert runner.verify(case, first, 0) is None
+    (first.local_dir / ".a.bin.0123456789abcdef.part").write_bytes(b"")
+    assert "leftover" in (runner.verify(case, first, 0) or "")
+    (first.local_dir / ".a.bin.0123456789abcdef.part").unlink()
+    (first.local_dir / "b.bin").write_bytes(b"changed" + bytes(94))  # same size, other bytes
+    assert "differs" in (runner.verify(case, first, 0) or "")
