@@ -70,6 +70,7 @@ typecheck: $(STAMP)
 # root and the Debian packages (system-deps installs openssh-client/-server, vsftpd, curl, lftp).
 # Extra options: make bench BENCH_ARGS="--size-mib 64 --reps 3"   (see .venv/bin/python bench/run.py -h)
 #                make bench BENCH_ARGS="--groups wan --wan-rtts 50 --wan-rate-mbit 200"   (the WAN cases only)
+#                make bench BENCH_ARGS="--groups dl_sftp_large,dl_ftps_large,dl_small"   (the downloads only, #13)
 BENCH_ARGS ?=
 
 bench: $(STAMP) system-deps

@@ -152,6 +152,13 @@ class Cases:
         return fn
 
     def stock_ftps_store_file(self, server: str) -> Callable[[Target, Path], dict[str, Any]]:
+        # stock default block_size=8192
+        return self.stock_ftps_call(server, lambda hook, t, src: hook.store_file(t.remote_file, str(src)))
+
+    def stock_ftps_call(
+        self, server: str, call: Callable[[Any, Target, Path], object]
+    ) -> Callable[[Target, Path], dict[str, Any]]:
+        """One ``call(hook, target, source)`` on a fresh stock ``FTPSHook``; a failure carries the server's reply."""
         from airflow.providers.ftp.hooks.ftp import FTPSHook
 
         conn_id = STOCK_FTPS_CONN[server]
@@ -160,7 +167,7 @@ class Cases:
             hook = FTPSHook(ftp_conn_id=conn_id)
             try:
                 try:
-                    hook.store_file(t.remote_file, str(src))  # stock default block_size=8192
+                    call(hook, t, src)
                 except Exception as exc:
                     # For a big file the data connection dies first (SSLEOFError); the reason is the
                     # server's reply on the control connection: add it to the recorded error.
@@ -218,15 +225,19 @@ class Cases:
                 lines = [f'put "{src / n}" "{t.remote_dir}/{n}"' for n in sorted(os.listdir(src))]
             else:
                 lines = [f'put "{src}" "{t.remote_file}"']
-            batch = self._batch(lines)
-            try:
-                cmd = ["sftp", "-v", "-F", str(self.s.ssh_config)] + (["-c", cipher] if cipher else [])
-                p = self._sh([*cmd, "-b", str(batch), host], "sftp")
-            finally:
-                batch.unlink()
-            return {"crypto": self._ssh_cipher(p.stderr)}
+            return self.sftp_batch(lines, ["-c", cipher] if cipher else [], host)
 
         return fn
+
+    def sftp_batch(self, lines: list[str], options: list[str], host: str = "bench-sshd") -> dict[str, Any]:
+        """Run ``sftp -b`` with these batch *lines* in one session (*options* before ``-b``)."""
+        batch = self._batch(lines)
+        try:
+            cmd = ["sftp", "-v", "-F", str(self.s.ssh_config), *options]
+            p = self._sh([*cmd, "-b", str(batch), host], "sftp")
+        finally:
+            batch.unlink()
+        return {"crypto": self._ssh_cipher(p.stderr)}
 
     def scp(self, host: str = "bench-sshd") -> Callable[[Target, Path], dict[str, Any]]:
         def fn(t: Target, src: Path) -> dict[str, Any]:
@@ -237,19 +248,22 @@ class Cases:
 
     def curl(self, server: str, via: tuple[str, int] | None = None) -> Callable[[Target, Path], dict[str, Any]]:
         def fn(t: Target, src: Path) -> dict[str, Any]:
-            host, port = via or (HOST, self.s.get(server).port)
-            p = self._sh(
-                [
-                    "curl", "-v", "-sS", "--ssl-reqd", "--cacert", str(self.s.ca_path),
-                    "--netrc-file", str(self.s.netrc), "-T", str(src),
-                    f"ftp://{host}:{port}{t.remote_file}",
-                ],
-                "curl",
-            )  # fmt: skip
-            m = re.search(r"SSL connection using (\S+) / (\S+)", p.stderr)
-            return {"crypto": f"{m.group(1)} {m.group(2)}" if m else "?"}
+            return self.curl_run(server, ["-T", str(src)], t.remote_file, via)
 
         return fn
+
+    def curl_run(self, server: str, args: list[str], remote: str, via: tuple[str, int] | None = None) -> dict[str, Any]:
+        """``curl --ssl-reqd`` with *args* on ``ftp://server/remote`` (``-T file``: upload, ``-o file``: download)."""
+        host, port = via or (HOST, self.s.get(server).port)
+        p = self._sh(
+            [
+                "curl", "-v", "-sS", "--ssl-reqd", "--cacert", str(self.s.ca_path),
+                "--netrc-file", str(self.s.netrc), *args, f"ftp://{host}:{port}{remote}",
+            ],
+            "curl",
+        )  # fmt: skip
+        m = re.search(r"SSL connection using (\S+) / (\S+)", p.stderr)
+        return {"crypto": f"{m.group(1)} {m.group(2)}" if m else "?"}
 
     def _lftp(self, server: str, command: str, via: tuple[str, int] | None = None) -> None:
         host, port = via or (HOST, self.s.get(server).port)

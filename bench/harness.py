@@ -14,7 +14,9 @@ close. Around it the runner records
   hypervisor's steal.
 
 After each run the upload is checked (size, file count, no leftover temporary
-file; byte for byte on the first repetition) and deleted.
+file; byte for byte on the first repetition) and deleted. A download case (``Case.download_to``)
+is checked the same way: its *source* is the server-side copy of what it downloads, and each run
+gets a fresh empty local directory to download into.
 """
 
 from __future__ import annotations
@@ -79,6 +81,10 @@ class Case:
     inproc: bool = False
     warm_source: Path | None = None
     tags: dict[str, Any] = field(default_factory=dict)
+    #: a download case: each run downloads into a fresh empty directory under this local directory
+    #: (``Target.local_dir``; ``remote_dir`` is empty), and *source* is the file or directory on the
+    #: server's disk that the run downloads (bench/downloads.py)
+    download_to: Path | None = None
 
 
 @dataclass
@@ -105,6 +111,10 @@ class Runner:
         server = self.servers.get(case.server)
         self._n += 1
         tag = re.sub(r"[^A-Za-z0-9]+", "-", case.name).strip("-")[:40]
+        if case.download_to is not None:
+            local = case.download_to / f"b{self._n}-{tag}-r{rep}"
+            local.mkdir(parents=True)
+            return Target("", local), None
         view = server.for_test(f"b{self._n}-{tag}-r{rep}")
         return Target(view.writable_dir, view.local_root), view
 

@@ -10,6 +10,8 @@ usage::
 Cases: ``big-sftp``, ``big-vsftpd``, ``big-pyftpd`` (one file of ``--size-mib``),
 ``small-sftp``, ``small-vsftpd``, ``small-pyftpd`` (``--count`` files of 8 KiB, default
 connections). The servers, connections and inputs are the same as ``bench/run.py``'s.
+``--download``: the same cases downloaded (cases D1, D3: the input staged on the server as
+``bench/downloads.py`` does, each round into a fresh local directory).
 """
 
 from __future__ import annotations
@@ -77,6 +79,7 @@ def main() -> int:
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--count", type=int, default=500)
     ap.add_argument("--max-connections", type=int, default=None)
+    ap.add_argument("--download", action="store_true", help="download the input instead of uploading it")
     ap.add_argument("--work", default=os.environ.get("BENCH_WORK", "/var/tmp/sectransfer-bench"))
     ap.add_argument("--top", help="summarise a py-spy raw file instead")
     a = ap.parse_args()
@@ -111,17 +114,32 @@ def main() -> int:
         ExecutorSafeguard.test_mode = True  # no "outside of the Task Runner" warning per run
         path, upload = ours_uploader()
         srv = servers.get(server)
+        if a.download:
+            from downloads import place
+            from ours import ours_downloader
+
+            path, download = ours_downloader()
+            staged = srv.for_test("prof-src")
+            place(src, staged.local_root / src.name)
+            remote_src = f"{staged.writable_dir}/{src.name}"
         deadline = time.monotonic() + a.seconds
         n = 0
         t0 = time.perf_counter()
         while time.monotonic() < deadline:
-            view = srv.for_test(f"prof{n}")
-            remote = view.writable_dir + ("/big.bin" if kind == "big" else "/")
-            upload(OURS_CONN[server], str(src), remote, a.max_connections)
-            shutil.rmtree(view.local_root, ignore_errors=True)
+            if a.download:
+                local = work / f"prof-download-{n}"
+                download(OURS_CONN[server], remote_src, str(local / "big.bin") if kind == "big" else f"{local}/",
+                         a.max_connections)  # fmt: skip
+                shutil.rmtree(local, ignore_errors=True)
+            else:
+                view = srv.for_test(f"prof{n}")
+                remote = view.writable_dir + ("/big.bin" if kind == "big" else "/")
+                upload(OURS_CONN[server], str(src), remote, a.max_connections)
+                shutil.rmtree(view.local_root, ignore_errors=True)
             n += 1
         dt = time.perf_counter() - t0
-        print(f"{n} uploads via {path} in {dt:.1f}s: {dt / n:.3f}s each", flush=True)
+        what = "downloads" if a.download else "uploads"
+        print(f"{n} {what} via {path} in {dt:.1f}s: {dt / n:.3f}s each", flush=True)
     return 0
 
 

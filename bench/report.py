@@ -30,7 +30,7 @@ def _ratio(results: dict[str, Any], group: str, a: str, b: str, metric: str) -> 
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(case, target, measured, verdict) for each target of issue #7."""
+    """(case, target, measured, verdict) for each target of issue #7 (uploads) and #13 (downloads)."""
     out: list[tuple[str, str, str, str]] = []
 
     def ratio_target(case: str, label: str, group: str, a: str, b: str, metric: str, goal: float,
@@ -56,12 +56,22 @@ def targets(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     ratio_target("2", "vsftpd: ours / lftp put", "ftps_large", "vsftpd: ours", "vsftpd: lftp put", "mb_s", 1.0)
     ratio_target("2", "pyftpdlib: ours / curl", "ftps_large", "pyftpdlib: ours", "pyftpdlib: curl --ssl-reqd -T",
                  "mb_s", 1.0)  # fmt: skip
-    ratio_target("3", "SFTP: ours / sftp -b", "small", "SFTP: ours (default 4 connections)",
-                 "SFTP: OpenSSH sftp -b, one session", "files_s", 1.5)  # fmt: skip
-    for label in ("vsftpd", "pyftpdlib"):
-        ratio_target("3", f"FTPS {label}: ours / lftp mirror --parallel=4", "small",
-                     f"FTPS {label}: ours (default 4 connections)", f"FTPS {label}: lftp mirror -R --parallel=4",
-                     "files_s", 1.0)  # fmt: skip
+
+    def small_files(case: str, group: str, sftp_ref: str, mirror: str) -> None:
+        """Case 3 (uploads) and D3 (downloads): many small files, the same targets."""
+        ratio_target(case, "SFTP: ours / sftp -b", group, "SFTP: ours (default 4 connections)", sftp_ref, "files_s",
+                     1.5)  # fmt: skip
+        for label in ("vsftpd", "pyftpdlib"):
+            ratio_target(case, f"FTPS {label}: ours / lftp mirror --parallel=4", group,
+                         f"FTPS {label}: ours (default 4 connections)", f"FTPS {label}: {mirror}", "files_s",
+                         1.0)  # fmt: skip
+
+    small_files("3", "small", "SFTP: OpenSSH sftp -b, one session", "lftp mirror -R --parallel=4")
+    # issue #13: downloads (cases D1, D3)
+    ratio_target("D1", "SFTP: ours / sftp -b get", "dl_sftp_large", "SFTP: ours",
+                 "SFTP: OpenSSH sftp -b get (defaults)", "mb_s", 1.0)  # fmt: skip
+    ratio_target("D1", "vsftpd: ours / lftp get", "dl_ftps_large", "vsftpd: ours", "vsftpd: lftp get", "mb_s", 1.0)
+    small_files("D3", "dl_small", "SFTP: OpenSSH sftp -b, get per file, one session", "lftp mirror --parallel=4")
     for r in results["groups"].get("memory", {}).get("summary", []):
         if r["case"].startswith("ours") and "delta_mib" in r:
             d = r["delta_mib"]
@@ -165,7 +175,11 @@ def render(results: dict[str, Any]) -> str:
         + ", ".join(f"{k} {val}" for k, val in v.items() if k not in ("OpenSSH", "curl", "lftp", "vsftpd"))
         + f"; {v.get('OpenSSH', '?')}; {v.get('curl', '?')}; {v.get('lftp', '?')}; {v.get('vsftpd', '?')}."
     )
-    L.append(f"* Project revision {meta['git']}; ours measured through {meta['ours_path']}.")
+    L.append(
+        f"* Project revision {meta['git']}; ours measured through {meta['ours_path']}"
+        + (f" (downloads: {meta['ours_download_path']})" if meta.get("ours_download_path") else "")
+        + "."
+    )
     L.append(
         f"* Sizes: {p['size_mib']} MiB (cases 1-2), {p['small_count']} x {p['small_kib']} KiB (cases 3, 6a), "
         f"stock SFTPOperator on {p.get('stock_operator_count', p['small_count'])} of them, "
@@ -189,7 +203,8 @@ def render(results: dict[str, Any]) -> str:
         L += [f"| {c} | {t} | {mv} | {vd} |" for c, t, mv, vd in tg]
         L.append("")
     groups = ("sftp_large", "ftps_large", "small", "small_stock_operator", "scale_conns", "scale_counts")
-    for key in (*groups, "verify", "mtime"):
+    downloads = ("dl_sftp_large", "dl_ftps_large", "dl_small", "dl_small_stock_operator")
+    for key in (*groups, "verify", "mtime", *downloads):
         if key not in g:
             continue
         grp = g[key]

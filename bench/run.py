@@ -29,7 +29,13 @@ Cases (see BENCHMARKS.md for the tables):
    one big file, ``verify="size"`` vs ``"checksum"``, to sshd and vsftpd; and the cost of
    ``preserve_mtime`` (one more command per file over FTPS, none over SFTP) on case 3's small files;
 8. "wan": cases 1-3 (uploads, OpenSSH sshd and vsftpd) at 50 and 150 ms round-trip time through a
-   user-space delay proxy (bench/delay_proxy.py, bench/wan.py), with the round trips each run spent.
+   user-space delay proxy (bench/delay_proxy.py, bench/wan.py), with the round trips each run spent;
+
+D1. one big file downloaded (bench/downloads.py), from sshd: ours, ``sftp -b get`` (and ``-f``: fsync),
+   stock ``SFTPHook.retrieve_file`` and ``SFTPOperator(operation="get")``; from vsftpd and pyftpdlib:
+   ours, ``curl --ssl-reqd -o``, ``lftp get``, stock ``FTPSHook.retrieve_file`` (fails on vsftpd: recorded);
+D3. many small files downloaded: ours, ``sftp -b`` (a ``get`` per file in one session; ``get -r``; ``-f``),
+   ``lftp mirror --parallel=4``, stock ``FTPSHook.retrieve_file`` in a loop, stock ``SFTPOperator`` with a list.
 """
 
 from __future__ import annotations
@@ -105,8 +111,11 @@ SMOKE = {
     "wan_window_kib": 0,
 }
 GROUPS = (
-    "import", "sftp_large", "ftps_large", "small", "scale_conns", "scale_counts", "memory", "verify", "mtime", "wan"
-)
+    "import", "sftp_large", "ftps_large", "small", "scale_conns", "scale_counts", "memory", "verify", "mtime", "wan",
+    "dl_sftp_large", "dl_ftps_large", "dl_small",
+)  # fmt: skip
+#: groups that run when the first one is asked for
+FOLLOWERS = {"small_stock_operator": "small", "dl_small_stock_operator": "dl_small"}
 
 
 class Tee:
@@ -464,10 +473,16 @@ def main(argv: list[str] | None = None) -> int:
         }
         log(json.dumps(meta, indent=1))
         runner = Runner(servers, log)
-        for group in build_groups(a, cases, src):
-            if group.key not in groups_wanted and not (
-                group.key == "small_stock_operator" and "small" in groups_wanted
-            ):
+        groups = build_groups(a, cases, src)
+        if any(g.startswith("dl_") for g in groups_wanted):
+            from downloads import DownloadCases, build_download_groups, stage
+
+            staged = stage(servers, src, min(a.stock_operator_count, a.small_count))
+            dcases = DownloadCases(cases, {k: v[0] for k, v in staged.items()})
+            meta["ours_download_path"] = dcases.ours_path
+            groups += build_download_groups(a, dcases, {k: v[1] for k, v in staged.items()}, scratch / "downloads")
+        for group in groups:
+            if group.key not in groups_wanted and FOLLOWERS.get(group.key) not in groups_wanted:
                 continue
             g0 = time.perf_counter()
             runner.run_group(group)
