@@ -210,6 +210,7 @@ class SecureUploadOperator(BaseOperator):
                 self.server_pool,
             )
             connections = self.pool_slots
+
         def send(local_path: Any, delete_source: bool) -> list[TransferRecord]:
             return upload(
                 connect,

@@ -18,8 +18,9 @@ name                                            why
 ``SSHClientConnection.log_sent_packet`` et al.  skip per-packet log formatting below debug level 3
 ``asyncssh.logging.logger._debug_level``        ... that level
 ``SFTPClient._handler``                         the SFTP request layer (requests by handle), for:
-``SFTPClientHandler.open/write/fsetstat/``      small-file batches (OPEN, then WRITEs + FSETSTAT + FSTAT +
-``fstat/close``                                 CLOSE in flight together); fallback: public ``open``/``write``
+``SFTPClientHandler.open/read/write/``         small-file batches (OPEN, then WRITEs + FSETSTAT + FSTAT +
+``fsetstat/fstat/close``                        CLOSE, or READs + CLOSE, in flight together); fallback: the
+                                                public ``open``/``write``/``read``
 ``SFTPClientHandler._send_request``             the ``check-file-name`` extension (server-side checksums);
                                                 fallback: no server checksum (a read-back verifies)
 ``SFTPClientHandler._supports_posix_rename``    report whether renames are atomic (``posix-rename@openssh.com``)
@@ -66,6 +67,7 @@ PRIVATE_NAMES: Final[tuple[tuple[str, str], ...]] = (
     ("logger", "_debug_level"),
     ("sftp", "_handler"),
     ("handler", "open"),
+    ("handler", "read"),
     ("handler", "write"),
     ("handler", "fsetstat"),
     ("handler", "fstat"),
@@ -78,7 +80,7 @@ PRIVATE_NAMES: Final[tuple[tuple[str, str], ...]] = (
 )
 
 #: The request-layer methods a small-file batch needs (all coroutines taking a handle).
-_REQUESTS: Final = ("open", "write", "fsetstat", "fstat", "close")
+_REQUESTS: Final = ("open", "read", "write", "fsetstat", "fstat", "close")
 
 
 def sftp_handler(sftp: asyncssh.SFTPClient | None) -> Any:

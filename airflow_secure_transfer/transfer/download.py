@@ -578,7 +578,9 @@ class _FileDownload:
         part = local_partial_name(item.local, item.remote, item.size, item.mtime)
         return part is None or not os.path.lexists(part)
 
-    def complete_small(self, fs: RemoteFS, pending: _Pending, data: bytes | SecureTransferError) -> TransferRecord:
+    def complete_small(
+        self, fs: RemoteFS, pending: _Pending, data: bytes | SecureTransferError, *, sync_dir: bool = True
+    ) -> TransferRecord:
         """Land a small file read by ``get_small_many``: partial, fsync, size check, mtime, ``os.replace``."""
         if isinstance(data, SecureTransferError):
             raise data
@@ -611,7 +613,8 @@ class _FileDownload:
         except BaseException:
             _remove_local(part)
             raise
-        _fsync_dir(os.path.dirname(item.local))
+        if sync_dir:
+            _fsync_dir(os.path.dirname(item.local))
         self.shared.progress.sent(len(data))
         record = TransferRecord(
             local_path=item.local,
@@ -992,9 +995,12 @@ class _DownloadStep:
         out: list[TransferRecord | BaseException] = []
         for p, data in zip(batch, answers, strict=True):
             try:
-                out.append(_FileDownload(p.item, conn, self.shared).complete_small(fs, p, data))
+                out.append(_FileDownload(p.item, conn, self.shared).complete_small(fs, p, data, sync_dir=False))
             except Exception as exc:
                 out.append(exc)
+        # The renames of the batch made durable: one fsync per directory, before any record is reported.
+        for directory in sorted({os.path.dirname(p.item.local) for p in batch}):
+            _fsync_dir(directory)
         return out
 
     def name(self, item: _RemoteFile) -> tuple[str, str]:

@@ -94,3 +94,15 @@ def test_small_files_land_through_the_public_api_alone(
         assert landed.read_bytes() == data
         assert int(landed.stat().st_mtime) == 1_700_000_000
     assert not list(asyncssh_server.local_root.glob(".*.part"))
+
+
+def test_small_files_are_read_through_the_public_api_alone(
+    asyncssh_server: SFTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(private, "request_layer", lambda sftp: None)
+    files = {f"r{i}.bin": os.urandom(i * 7000) for i in range(4)}
+    for name, data in files.items():
+        (asyncssh_server.local_root / name).write_bytes(data)
+    with SFTPClient(settings_for(asyncssh_server)) as client:
+        answers = client.get_small_many([(remote(asyncssh_server, n), len(d)) for n, d in files.items()])
+    assert answers == list(files.values())
