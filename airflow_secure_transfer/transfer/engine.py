@@ -36,7 +36,7 @@ into memory, hashed, and sent with the client's ``put_small``: write, size check
 and rename in one pipelined exchange (SFTP: OPEN, WRITE+FSTAT+CLOSE, RENAME) with
 the same guarantees as the steps above. A client with ``put_small_many`` (SFTP,
 FTPS) gets them in batches (up to ``_BATCH_FILES`` files or ``_BATCH_BYTES``; a
-client that sends them one after the other names a smaller ``put_small_batch``
+client that sends them one after the other names its own ``put_small_batch``
 and gets its share of the last files), pipelined on its session; each file
 still succeeds or fails on its own. A
 worker sends its batch when it is full, when the queue is empty, and before it
@@ -1139,8 +1139,8 @@ class _Run:
                     files = _BATCH_FILES
                     serial = getattr(conn.fs, "put_small_batch", None)
                     if isinstance(serial, int):
-                        # A client that sends a batch's files one after the other (FTPS) asks for smaller
-                        # batches, and near the end gets its share of what is left, not all of it.
+                        # A client that sends a batch's files one after the other (FTPS) names its batch
+                        # size, and near the end gets its share of what is left, not all of it.
                         files = min(serial, max(1, -(-(self.queue.qsize() + len(batch)) // self.workers)))
                     if len(batch) >= files or sum(len(p.data) for p in batch) >= _BATCH_BYTES:
                         self._flush(conn, batch, may_requeue)
