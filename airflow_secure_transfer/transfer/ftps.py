@@ -41,7 +41,10 @@ decides what goes on the wire is overridden here:
   before any data connection. The data connection's TCP handshake overlaps the
   transfer command's round trip, ``QUIT``'s reply is not waited for, and after a
   TLS 1.3 HelloRetryRequest the context offers the group the server asked for
-  (:func:`_learn_key_share`).
+  (:func:`_learn_key_share`). A server that drops commands it received before it
+  answered (it answers the first of the session's first burst, not the next) is
+  found within seconds; that session is dropped and the server gets one command at
+  a time from then on (this process).
 
 Rename semantics (``rename`` replaces the target): vsftpd and pyftpdlib implement
 ``RNTO`` with POSIX ``rename(2)``, which atomically replaces an existing target.
@@ -157,6 +160,14 @@ _HRR_RANDOM = bytes.fromhex("cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079
 #: Named groups (RFC 8446 section 4.2.7) by the names ``SSLContext.set_ecdh_curve`` takes.
 _GROUP_NAMES = {0x0017: "prime256v1", 0x0018: "secp384r1", 0x0019: "secp521r1", 0x001D: "X25519", 0x001E: "X448"}
 _KEY_SHARE_LOCK = threading.Lock()
+#: (host, port) of servers that did not answer pipelined commands: this process sends them one at a time.
+_NO_PIPELINING: set[tuple[str, int]] = set()
+#: At least this long (or 4 round trips) for the answers after the first of the session's first burst.
+_PIPELINE_PROBE_S = 2.0
+
+
+class _NoPipelining(Exception):
+    """Internal: the server answered the first command of a pipelined burst but not the next ones."""
 
 
 def _hrr_group(message: bytes) -> int | None:
@@ -329,6 +340,8 @@ class _FTPTLS(ftplib.FTP_TLS):
         self.server_hostname = ""
         #: True once the server accepted PROT P; no data connection is opened before.
         self.data_protected = False
+        #: Send commands whose answers do not decide each other in one write (see :meth:`exchange`).
+        self.pipelining = True
         #: Whether the last data connection resumed the control connection's TLS session.
         self.last_data_session_reused: bool | None = None
         #: The control connection's TLS session, as handed to the data connections. Reading
@@ -458,6 +471,18 @@ class _FTPTLS(ftplib.FTP_TLS):
                 raise ValueError("an illegal newline character should not be contained")
             sys.audit("ftplib.sendcmd", self, line)
         self.sock.sendall("".join(line + "\r\n" for line in lines).encode(self.encoding))
+
+    def exchange(self, lines: list[str]) -> list[str | ftplib.Error]:
+        """Send *lines* and read their replies in order: in one write (pipelined), or one by one when
+        :attr:`pipelining` is off (a server that drops commands it received before it answered)."""
+        if self.pipelining:
+            self.putlines(lines)
+            return self.replies(len(lines))
+        out: list[str | ftplib.Error] = []
+        for line in lines:
+            self.putlines([line])
+            out += self.replies(1)
+        return out
 
     def replies(self, count: int) -> list[str | ftplib.Error]:
         """Read the replies to *count* pipelined commands, in order; a refusal is returned, not raised.
@@ -598,7 +623,14 @@ class FTPSClient(ClosingClient):
         #: False once the server reported another time than the one just set (see SupportsSetMtime).
         self.mtime_trusted = True
         try:
-            self._connect()
+            try:
+                self._connect()
+            except _NoPipelining as exc:
+                # It dropped the commands it received before it answered: never pipeline to it again
+                # (this process), and start over with one command at a time (the stream is out of step).
+                _NO_PIPELINING.add((self.host, self.port))
+                log.warning("%s does not answer pipelined commands (%s); sending one at a time", self._where, exc)
+                self._connect()
         except BaseException as exc:
             # AUTH TLS / PROT P refusals are raised outside _errors(): scrub what they chain too.
             scrub_secrets(exc, (settings.password,))
@@ -612,6 +644,7 @@ class FTPSClient(ClosingClient):
         ftp.host = settings.host
         ftp.port = settings.port
         ftp.server_hostname = settings.host
+        ftp.pipelining = (settings.host, settings.port) not in _NO_PIPELINING
         self._ftp = ftp
         learned = _learn_key_share(self._context)
         try:
@@ -700,16 +733,36 @@ class FTPSClient(ClosingClient):
         The commands *then* are sent with them (none opens a data connection); their replies are
         returned, in order, as :meth:`_FTPTLS.replies` gives them.
         """
+        lines = ["PBSZ 0", "PROT P", *then]
+        replies: list[str | ftplib.Error] = []
         try:
-            ftp.putlines(["PBSZ 0", "PROT P", *then])
-            # A refusal ends the session at once: the replies to the rest are not waited for.
-            for _ in range(2):
-                (reply,) = ftp.replies(1)
-                if isinstance(reply, ftplib.Error):
-                    raise reply
-                if reply[:1] != "2":
-                    raise ftplib.error_reply(reply)
-            replies = ftp.replies(len(then))
+            sent = time.monotonic()
+            if ftp.pipelining:
+                ftp.putlines(lines)
+            probe = 0.0
+            for line in lines:
+                if not ftp.pipelining:
+                    ftp.putlines([line])
+                    (reply,) = ftp.replies(1)
+                elif not replies:
+                    (reply,) = ftp.replies(1)
+                    # The first pipelined burst of the session tells whether the server reads commands as a
+                    # stream: it answers the ones after the first at once, or (if it dropped them) never.
+                    rtt = time.monotonic() - sent
+                    probe = min(float(self.settings.conn_timeout), max(_PIPELINE_PROBE_S, 4 * rtt))
+                else:
+                    try:
+                        with ftp.deadline(time.monotonic() + probe):
+                            (reply,) = ftp.replies(1)
+                    except TimeoutError:
+                        raise _NoPipelining(f"no answer to {line.split(' ', 1)[0]} within {probe:.1f} s") from None
+                if len(replies) < 2:
+                    # A refusal of PBSZ or PROT ends the session at once: the rest are not waited for.
+                    if isinstance(reply, ftplib.Error):
+                        raise reply
+                    if reply[:1] != "2":
+                        raise ftplib.error_reply(reply)
+                replies.append(reply)
         except ftplib.Error as exc:
             raise SecurityPolicyError(
                 f"{self._where}: the server refused to protect the data channel ({self._scrub(str(exc))[:200]}); "
@@ -718,7 +771,7 @@ class FTPSClient(ClosingClient):
         except (OSError, EOFError) as exc:
             raise classify_ssl_error(exc, self._where) from exc
         ftp.data_protected = True
-        return replies
+        return replies[2:]
 
     @staticmethod
     def _parse_feat(reply: str | ftplib.Error) -> dict[str, str]:
@@ -885,8 +938,7 @@ class FTPSClient(ClosingClient):
         # for a file, CWD for a directory, and the CWD back home undoes the CWD whatever it did.
         with_mdtm = "MDTM" in self.features
         lines = [f"SIZE {path}"] + ([f"MDTM {path}"] if with_mdtm else []) + [f"CWD {path}", f"CWD {self.home}"]
-        ftp.putlines(lines)
-        replies = ftp.replies(len(lines))
+        replies = ftp.exchange(lines)
         size_reply, went = replies[0], replies[-2]
         if isinstance(size_reply, ftplib.Error):
             code = str(size_reply)[:3]
@@ -1267,8 +1319,7 @@ class FTPSClient(ClosingClient):
         ftp = self.ftp
         # RNFR and RNTO go out together: a refused RNFR makes the RNTO fail too (503), harmlessly.
         with self._errors("rename", source):
-            ftp.putlines([f"RNFR {source}", f"RNTO {target}"])
-            first, second = ftp.replies(2)
+            first, second = ftp.exchange([f"RNFR {source}", f"RNTO {target}"])
             if isinstance(first, ftplib.Error):
                 raise first
             if first[:1] != "3":
@@ -1471,12 +1522,12 @@ class FTPSClient(ClosingClient):
                         raw = ftp.start_data_connect(address)
                         address = None
                         try:
-                            ftp.putlines([line for _, _, line in carry] + [f"STOR {part}"])
-                        except BaseException:
-                            raw.close()
-                            raise
-                        try:
-                            self._settle_carry(ftp, carry, sizes, answers, settled, replace_later, send=False)
+                            if ftp.pipelining:
+                                ftp.putlines([line for _, _, line in carry] + [f"STOR {part}"])
+                                self._settle_carry(ftp, carry, sizes, answers, settled, replace_later, send=False)
+                            else:
+                                self._settle_carry(ftp, carry, sizes, answers, settled, replace_later, send=True)
+                                ftp.putline(f"STOR {part}")
                         except BaseException:
                             raw.close()
                             raise
@@ -1489,8 +1540,7 @@ class FTPSClient(ClosingClient):
                         more = pos + 1 < len(todo)
                         size_known = "SIZE" in self.features
                         lines = ([f"SIZE {part}"] if size_known else []) + ([ftp.pasv_command()] if more else [])
-                        ftp.putlines(lines)
-                        replies = ftp.replies(len(lines))
+                        replies = ftp.exchange(lines)
                     if size_known:
                         size = self._size_reply(part, replies[0])
                     else:
@@ -1561,9 +1611,8 @@ class FTPSClient(ClosingClient):
         """Read the replies to the carried time/rename lines (sending them first with *send*); settle each file."""
         if not carry:
             return
-        if send:
-            ftp.putlines([line for _, _, line in carry])
-        replies = ftp.replies(len(carry))
+        lines = [line for _, _, line in carry]
+        replies = ftp.exchange(lines) if send else ftp.replies(len(carry))
         renamed_from: dict[int, tuple[str, str | ftplib.Error]] = {}
         for (i, kind, line), reply in zip(carry, replies, strict=True):
             if kind == "time":
