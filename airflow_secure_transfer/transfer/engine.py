@@ -504,6 +504,9 @@ class _Shared:
     made_dirs: set[str] = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
     listings: _Listings | None = None
+    #: Stats the run made before the workers started (a single file's target), each used by the first
+    #: lookup of its path instead of a second stat.
+    stat_once: dict[str, RemoteEntry | None] = field(default_factory=dict)
     #: Set once a server reported a modification time other than the one just set: from then
     #: on this run, no time it reports is evidence of identity.
     mtime_untrusted: bool = False
@@ -711,8 +714,11 @@ class _FileUpload:
         :param certain: an absence in the listing is checked with a stat (only a presence is trusted).
         :param fresh: a presence in the listing is checked with a stat (only an absence is trusted).
         """
+        with self.shared.lock:
+            listed = self.shared.stat_once.pop(path, _UNKNOWN)
         listings = self.shared.listings
-        listed = _UNKNOWN if listings is None else listings.lookup(fs, path)
+        if isinstance(listed, _Unknown) and listings is not None:
+            listed = listings.lookup(fs, path)
         if isinstance(listed, _Unknown) or (certain and listed is None) or (fresh and listed is not None):
             return fs.stat(path)
         return listed
@@ -1241,7 +1247,7 @@ class _Run:
             if self.replan is not None and isinstance(home, str) and home not in ("", "/"):
                 plan = self.replan(home)
             if plan.target_may_be_dir:
-                plan = _retarget_single(first, plan)
+                plan = _retarget_single(first, plan, self.shared)
         except BaseException:
             first.drop()
             raise
@@ -1300,14 +1306,22 @@ def _name_the_file(exc: BaseException, item: PlannedFile) -> None:
     exc.args = (f"{message} (uploading {item.local.path} to {item.remote})",)
 
 
-def _retarget_single(conn: _Connection, plan: UploadPlan) -> UploadPlan:
-    """Put a single file inside ``remote_path`` when that is an existing remote directory."""
+def _retarget_single(conn: _Connection, plan: UploadPlan, shared: _Shared) -> UploadPlan:
+    """Put a single file inside ``remote_path`` when that is an existing remote directory.
+
+    What the stat found is kept in *shared*: the file's lookup uses it instead of a second stat, and a
+    directory known to exist is not stat'ed again by ``create_dirs`` (one round trip each).
+    """
     (item,) = plan.files
     entry = conn.get().stat(item.remote)
     if entry is None or not entry.is_dir:
+        shared.stat_once[item.remote] = entry
+        if entry is not None:
+            shared.made_dirs.add(posixpath.dirname(item.remote))
         return plan
     name = _remote_name(posixpath.basename(item.local.path), item.local.path)
     remote = resolve_remote(posixpath.join(item.remote, name), plan.remote_root)
+    shared.made_dirs.add(posixpath.dirname(remote))
     return UploadPlan((PlannedFile(item.local, remote),), remote_root=plan.remote_root)
 
 

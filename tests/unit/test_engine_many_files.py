@@ -259,3 +259,21 @@ def test_a_client_naming_its_batch_size_gets_it_and_a_share_of_the_last_files(
     assert sum(batching.batches) == 10
     assert max(batching.batches) <= 3  # ceil(10 files / 4 workers), never the batch size of 4
     _landed(batching, src)
+
+
+def test_a_single_file_target_is_stated_once(tmp_path: Path) -> None:
+    """The stat that decides whether ``remote_path`` is a directory also answers the file's lookup (and proves
+    an existing target's directory): one round trip each, over a long distance."""
+    root = tmp_path / "remote"
+    (root / "in").mkdir(parents=True)
+    server = FakeServer(root)
+    local = tmp_path / "one.bin"
+    local.write_bytes(b"1" * 1000)
+    upload(server.connect, str(local), "/in/one.bin")
+    assert server.stats.count("/in/one.bin") == 1
+    server.stats.clear()
+    local.write_bytes(b"2" * 1000)  # again: the target exists now, so its directory does too
+    upload(server.connect, str(local), "/in/one.bin")
+    assert server.stats.count("/in/one.bin") == 1
+    assert "/in" not in server.stats
+    assert (root / "in" / "one.bin").read_bytes() == b"2" * 1000
