@@ -84,6 +84,7 @@ FULL = {
     "wan_reps": 3,
     "wan_rate_mbit": 0.0,
     "wan_window_kib": 0,
+    "wan_protocols": "sftp,ftps",
 }
 SMOKE = {
     "size_mib": 4,
@@ -109,6 +110,7 @@ SMOKE = {
     "wan_reps": 1,
     "wan_rate_mbit": 0.0,
     "wan_window_kib": 0,
+    "wan_protocols": "sftp,ftps",
 }
 GROUPS = (
     "import", "sftp_large", "ftps_large", "small", "scale_conns", "scale_counts", "memory", "verify", "mtime", "wan",

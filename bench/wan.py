@@ -144,6 +144,7 @@ def build_wan_groups(a: argparse.Namespace, cases: Cases, src: dict[str, Path], 
     sb = ns * a.small_kib * 1024
     op_count = a.wan_stock_operator_count
     groups: list[Group] = []
+    protocols = {x.strip() for x in str(a.wan_protocols).split(",")}
     rate = f", rate cap {a.wan_rate_mbit:g} Mbit/s" if a.wan_rate_mbit else ""
     for rtt_ms in [float(x) for x in str(a.wan_rtts).split(",")]:
         tag = f"{rtt_ms:g} ms RTT"
@@ -154,7 +155,7 @@ def build_wan_groups(a: argparse.Namespace, cases: Cases, src: dict[str, Path], 
 
         large: list[Case] = []
         smalls: list[Case] = []
-        if front.ssh:
+        if front.ssh and "sftp" in protocols:
             ref = f"SFTP {tag}: OpenSSH sftp -b"
             large += [
                 ours_case(cases, f"SFTP {tag}: ours", "sshd", big, nb, 1, ref, src["warm_file"],
@@ -171,7 +172,7 @@ def build_wan_groups(a: argparse.Namespace, cases: Cases, src: dict[str, Path], 
                           src["warm_dir"], conn_id=OURS_WAN["sshd"], tool="ours"),
                 Case(sref, cases.sftp_b(host=SSH_ALIAS), "sshd", small, sb, ns, ref=sref, tags={"tool": "openssh"}),
             ]  # fmt: skip
-        if front.ftps:
+        if front.ftps and "ftps" in protocols:
             ref = f"FTPS {tag}: lftp put"
             large += [
                 ours_case(cases, f"FTPS {tag}: ours", "vsftpd", big, nb, 1, ref, src["warm_file"],
@@ -191,7 +192,7 @@ def build_wan_groups(a: argparse.Namespace, cases: Cases, src: dict[str, Path], 
                             [_recorded(c, front) for c in large], a.wan_reps, setup=setup))  # fmt: skip
         groups.append(Group(f"{key}_small", f"{tag}{rate}: {ns} files of {a.small_kib} KiB",
                             [_recorded(c, front) for c in smalls], a.wan_reps, "files/s", setup=setup))  # fmt: skip
-        if front.ssh:
+        if front.ssh and "sftp" in protocols:
             op = Case(f"SFTP {tag}: stock SFTPOperator, list of files", cases.stock_sftp_operator(STOCK_SFTP_WAN),
                       "sshd", op_src, op_count * a.small_kib * 1024, op_count,
                       ref=f"SFTP {tag}: OpenSSH sftp -b, one session", inproc=True, warm_source=src["warm_dir"],
@@ -272,7 +273,7 @@ def run_wan(a: argparse.Namespace, servers: Servers, cases: Cases, src: dict[str
                         f"conns {rt['conns']:.0f}, waits {rt['waits']:.0f}, turns {rt['turns']:.0f}"
                         + (f"; FTP {rt['ftp_commands']}" if rt.get("ftp_commands") else ""))  # fmt: skip
             log(f"  ({group.key}: {time.perf_counter() - g0:.0f}s)")
-    if servers.sshd is not None:
+    if servers.sshd is not None and "sftp" in str(a.wan_protocols):
         results["wan"]["sftp_requests"] = details = [
             sftp_requests(servers, cases, src[k], OURS_SFTP) for k in ("wan_op", "wan_big")
         ]

@@ -982,7 +982,7 @@ class _DownloadStep:
     def batching(self, conn: Connection) -> bool:
         return isinstance(conn.fs, SupportsGetSmallMany) and self.shared.options.verify == "size"
 
-    def batch_full(self, batch: Sequence[_Pending]) -> bool:
+    def batch_full(self, batch: Sequence[_Pending], conn: Connection, share: int) -> bool:
         return len(batch) >= _BATCH_FILES or sum(p.item.size or 0 for p in batch) >= _BATCH_BYTES
 
     def item_of(self, pending: _Pending) -> _RemoteFile:

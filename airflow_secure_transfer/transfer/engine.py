@@ -34,9 +34,11 @@ data: a target missing from it is replaced anyway (``"replace"``) or uploaded ag
 Small files (up to ``_SMALL_FILE``, nothing to resume, ``verify="size"``) are read
 into memory, hashed, and sent with the client's ``put_small``: write, size check
 and rename in one pipelined exchange (SFTP: OPEN, WRITE+FSTAT+CLOSE, RENAME) with
-the same guarantees as the steps above. A client with ``put_small_many`` (SFTP)
-gets them in batches (up to ``_BATCH_FILES`` files or ``_BATCH_BYTES``), all in
-flight at once on its session; each file still succeeds or fails on its own. A
+the same guarantees as the steps above. A client with ``put_small_many`` (SFTP,
+FTPS) gets them in batches (up to ``_BATCH_FILES`` files or ``_BATCH_BYTES``; a
+client that sends them one after the other names its own ``put_small_batch``
+and gets its share of the last files), pipelined on its session; each file
+still succeeds or fails on its own. A
 worker sends its batch when it is full, when the queue is empty, and before it
 reports another file's error (so a failure cannot strand files it had taken).
 
@@ -345,6 +347,9 @@ class _Shared(RunContext):
     options: _Options
     made_dirs: set[str] = field(default_factory=set)
     listings: _Listings | None = None
+    #: Stats the run made before the workers started (a single file's target), each used by the first
+    #: lookup of its path instead of a second stat.
+    stat_once: dict[str, RemoteEntry | None] = field(default_factory=dict)
     #: Set once a server reported a modification time other than the one just set: from then
     #: on this run, no time it reports is evidence of identity.
     mtime_untrusted: bool = False
@@ -509,8 +514,11 @@ class _FileUpload:
         :param certain: an absence in the listing is checked with a stat (only a presence is trusted).
         :param fresh: a presence in the listing is checked with a stat (only an absence is trusted).
         """
+        with self.shared.lock:
+            listed = self.shared.stat_once.pop(path, _UNKNOWN)
         listings = self.shared.listings
-        listed = _UNKNOWN if listings is None else listings.lookup(fs, path)
+        if isinstance(listed, _Unknown) and listings is not None:
+            listed = listings.lookup(fs, path)
         if isinstance(listed, _Unknown) or (certain and listed is None) or (fresh and listed is not None):
             return fs.stat(path)
         return listed
@@ -879,7 +887,7 @@ class _UploadStep:
         if self.replan is not None and isinstance(home, str) and home not in ("", "/"):
             plan = self.replan(home)
         if plan.target_may_be_dir:
-            plan = _retarget_single(first, plan)
+            plan = _retarget_single(first, plan, self.shared)
         self.plan = plan
         per_dir = collections.Counter(posixpath.dirname(p.remote) for p in plan.files)
         crowded = {d for d, n in per_dir.items() if n >= _LIST_MIN_FILES}
@@ -893,8 +901,14 @@ class _UploadStep:
     def batching(self, conn: Connection) -> bool:
         return isinstance(conn.fs, SupportsPutSmallMany)
 
-    def batch_full(self, batch: Sequence[_Pending]) -> bool:
-        return len(batch) >= _BATCH_FILES or sum(len(p.data) for p in batch) >= _BATCH_BYTES
+    def batch_full(self, batch: Sequence[_Pending], conn: Connection, share: int) -> bool:
+        files = _BATCH_FILES
+        serial = getattr(conn.fs, "put_small_batch", None)
+        if isinstance(serial, int):
+            # A client that sends a batch's files one after the other (FTPS) names its batch
+            # size, and near the end gets its share of what is left, not all of it.
+            files = min(serial, share)
+        return len(batch) >= files or sum(len(p.data) for p in batch) >= _BATCH_BYTES
 
     def item_of(self, pending: _Pending) -> PlannedFile:
         return pending.item
@@ -918,14 +932,22 @@ class _UploadStep:
         return out
 
 
-def _retarget_single(conn: Connection, plan: UploadPlan) -> UploadPlan:
-    """Put a single file inside ``remote_path`` when that is an existing remote directory."""
+def _retarget_single(conn: Connection, plan: UploadPlan, shared: _Shared) -> UploadPlan:
+    """Put a single file inside ``remote_path`` when that is an existing remote directory.
+
+    What the stat found is kept in *shared*: the file's lookup uses it instead of a second stat, and a
+    directory known to exist is not stat'ed again by ``create_dirs`` (one round trip each).
+    """
     (item,) = plan.files
     entry = conn.get().stat(item.remote)
     if entry is None or not entry.is_dir:
+        shared.stat_once[item.remote] = entry
+        if entry is not None:
+            shared.made_dirs.add(posixpath.dirname(item.remote))
         return plan
     name = _remote_name(posixpath.basename(item.local.path), item.local.path)
     remote = resolve_remote(posixpath.join(item.remote, name), plan.remote_root)
+    shared.made_dirs.add(posixpath.dirname(remote))
     return UploadPlan((PlannedFile(item.local, remote),), remote_root=plan.remote_root)
 
 

@@ -310,8 +310,8 @@ class Step(Protocol[ItemT, PendingT]):
     def item_of(self, pending: PendingT) -> ItemT:
         """The item a pending one stands for."""
 
-    def batch_full(self, batch: Sequence[PendingT]) -> bool:
-        """Whether *batch* should be flushed now."""
+    def batch_full(self, batch: Sequence[PendingT], conn: Connection, share: int) -> bool:
+        """Whether *batch* should be flushed now (*share*: this worker's share of the items left)."""
 
     def name(self, item: ItemT) -> tuple[str, str]:
         """``(source, target)`` of *item*, for messages."""
@@ -358,6 +358,8 @@ class Runner(Generic[ItemT, PendingT]):
         self.records: list[TransferRecord] = []
         self.errors: list[tuple[ItemT | None, BaseException]] = []
         self.connected = 0
+        #: Worker threads of this run (known once the step prepared its items).
+        self.workers = 1
         self._lock = threading.Lock()
 
     def _fail(self, item: ItemT | None, exc: BaseException, *, name: bool = True) -> None:
@@ -411,7 +413,9 @@ class Runner(Generic[ItemT, PendingT]):
                     continue
                 if not isinstance(outcome, TransferRecord):
                     batch.append(outcome)
-                    if step.batch_full(batch):
+                    # This worker's share of what is left (a client that sends a batch serially wants it).
+                    share = max(1, -(-(self.queue.qsize() + len(batch)) // self.workers))
+                    if step.batch_full(batch, conn, share):
                         self._flush(conn, batch, may_requeue)
                         batch = []
                     continue
@@ -503,7 +507,7 @@ class Runner(Generic[ItemT, PendingT]):
         self.connected = 1
         for item in self.items:
             self.queue.put(item)
-        workers = max(1, min(self.max_workers, len(self.items)))
+        workers = self.workers = max(1, min(self.max_workers, len(self.items)))
         if workers <= 1:
             self.worker(first)
         else:

@@ -253,3 +253,15 @@ class CountingProxy(TCPForwarder):
         super().__init__("counting-proxy")
         self.host = "127.0.0.1"
         self.port: int = self._listen((self.host, 0), (target_host, target_port))
+        #: Request/response turns: client->server chunks that came after server->client bytes (the
+        #: client waited for an answer before it sent them), over all connections: a round-trip
+        #: count where one connection is used at a time (commands pipelined in one write are one).
+        self.turns = 0
+        self._server_spoke = False
+
+    def _chunk(self, chunk: bytes, *, from_client: bool, counted: bool) -> tuple[bytes, bool]:
+        with self._lock:
+            if from_client and self._server_spoke:
+                self.turns += 1
+            self._server_spoke = not from_client
+        return chunk, False

@@ -12,7 +12,7 @@ import posixpath
 from pathlib import Path
 
 import pytest
-from engine_fakes import FakeServer
+from engine_fakes import FakeServer, PutSmallManyFS
 
 from airflow_secure_transfer.exceptions import IntegrityError, RemotePathError, TransportError
 from airflow_secure_transfer.transfer import engine
@@ -240,3 +240,40 @@ def test_delete_source_after_each_landed_file_of_a_batch(batching: FakeServer, s
     with pytest.raises(RemotePathError):
         upload(batching.connect, str(src), "/in/", delete_source=True, max_connections=1)
     assert sorted(p.name for p in src.iterdir()) == ["f03"]
+
+
+def test_a_client_naming_its_batch_size_gets_it_and_a_share_of_the_last_files(
+    batching: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """FTPS sends a batch's files one after the other (``put_small_batch``): no worker takes more than its
+    share of what is left, so the workers finish together."""
+    monkeypatch.setattr(PutSmallManyFS, "put_small_batch", 4, raising=False)
+    src = tmp_path / "ten"
+    src.mkdir()
+    for i in range(10):
+        (src / f"t{i}").write_bytes(b"t" * 100)
+    upload(batching.connect, str(src), "/in/", max_connections=1)
+    assert batching.batches == [4, 4, 2]
+    batching.batches.clear()
+    upload(batching.connect, str(src), "/in/", max_connections=4)
+    assert sum(batching.batches) == 10
+    assert max(batching.batches) <= 3  # ceil(10 files / 4 workers), never the batch size of 4
+    _landed(batching, src)
+
+
+def test_a_single_file_target_is_stated_once(tmp_path: Path) -> None:
+    """The stat that decides whether ``remote_path`` is a directory also answers the file's lookup (and proves
+    an existing target's directory): one round trip each, over a long distance."""
+    root = tmp_path / "remote"
+    (root / "in").mkdir(parents=True)
+    server = FakeServer(root)
+    local = tmp_path / "one.bin"
+    local.write_bytes(b"1" * 1000)
+    upload(server.connect, str(local), "/in/one.bin")
+    assert server.stats.count("/in/one.bin") == 1
+    server.stats.clear()
+    local.write_bytes(b"2" * 1000)  # again: the target exists now, so its directory does too
+    upload(server.connect, str(local), "/in/one.bin")
+    assert server.stats.count("/in/one.bin") == 1
+    assert "/in" not in server.stats
+    assert (root / "in" / "one.bin").read_bytes() == b"2" * 1000

@@ -1,0 +1,216 @@
+"""Round trips on the FTPS control connection (issue #15): counted, not timed.
+
+Over a real distance every request the client waits for costs one round-trip time, so these tests pin how
+many turns (the client waiting for an answer before it sends again) each operation takes, through a
+:class:`~tests.servers.proxy.CountingProxy` in front of the control port. A change that adds a round trip per
+file fails here. Data connections go to the server directly (not counted); their TLS handshake is checked for
+a HelloRetryRequest instead.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from airflow_secure_transfer.exceptions import RemotePathError
+from airflow_secure_transfer.security.policy import parse_ftps_settings
+from airflow_secure_transfer.security.tls import build_ssl_context
+from airflow_secure_transfer.transfer import ftps
+from airflow_secure_transfer.transfer.ftps import FTPSClient, _hrr_group
+from tests.contract._support import leftovers, remote, settings_for
+from tests.security.tools import ScriptServer, Session, ftp_script, tls_server_context
+from tests.servers import FTPSServer
+from tests.servers.pki import ServerPKI
+from tests.servers.proxy import CountingProxy
+
+#: A TLS 1.3 HelloRetryRequest as vsftpd sends it (P-256 only), from the handshake trace of a real session.
+_HRR = bytes.fromhex(
+    "02000054" "0303" "cf21ad74e59a6111be1d8c021e65b891c2a211167abb8c5e079e09e2c8a8339c"
+    "20" + "ab" * 32 + "1302" "00" "000c" "002b00020304" "003300020017"
+)  # fmt: skip
+
+
+@pytest.fixture
+def counted(ftps_server: FTPSServer) -> Iterator[tuple[FTPSServer, CountingProxy]]:
+    with CountingProxy(ftps_server.host, ftps_server.port) as proxy:
+        yield ftps_server, proxy
+
+
+def _client(server: FTPSServer, proxy: CountingProxy, context: ssl.SSLContext | None = None) -> FTPSClient:
+    return FTPSClient(settings_for(server, host=proxy.host, port=proxy.port), context=context)
+
+
+def _items(server: FTPSServer, names: list[str]) -> list[tuple[str, str, bytes]]:
+    return [(remote(server, f".{n}.part"), remote(server, n), os.urandom(3000 + i)) for i, n in enumerate(names)]
+
+
+def test_put_small_many_takes_two_control_round_trips_per_file(counted: tuple[FTPSServer, CountingProxy]) -> None:
+    """Per file: [SIZE + next EPSV] and [time + RNFR + RNTO + next STOR]; a batch adds [EPSV], [STOR] and the
+    last file's [SIZE] and [rename]: 2 n + 2. One command at a time took 6 per file (EPSV, STOR, SIZE, MDTM,
+    RNFR, RNTO)."""
+    server, proxy = counted
+    with _client(server, proxy) as fs:
+        turns = {}
+        for n in (1, 3, 7):
+            items = _items(server, [f"n{n}-{i}" for i in range(n)])
+            before = proxy.turns
+            answers = fs.put_small_many(items, mtimes=[1_600_000_000] * n)
+            turns[n] = proxy.turns - before
+            assert answers == [len(data) for _, _, data in items]
+    assert turns == {1: 4, 3: 8, 7: 16}
+    for n in (1, 3, 7):
+        for i in range(n):
+            assert (server.local_root / f"n{n}-{i}").stat().st_size == 3000 + i
+    assert leftovers(server.local_root) == []
+
+
+def test_a_refused_file_in_a_batch_costs_no_extra_round_trip_and_lands_nothing(
+    counted: tuple[FTPSServer, CountingProxy],
+) -> None:
+    server, proxy = counted
+    items = _items(server, ["a", "b", "c"])
+    items[1] = (remote(server, "nope", ".b.part"), remote(server, "nope", "b"), b"b" * 10)
+    with _client(server, proxy) as fs:
+        before = proxy.turns
+        answers = fs.put_small_many(items)
+        spent = proxy.turns - before
+        # a: EPSV, STOR, [SIZE+EPSV]; b: [rename a + STOR b] refused; c: EPSV, STOR, [SIZE], [rename].
+        assert spent <= 8
+        assert answers[0] == 3000 and answers[2] == 3002
+        assert isinstance(answers[1], Exception) and "nope" in str(answers[1])
+        assert fs.usable
+    assert sorted(p.name for p in server.local_root.iterdir()) == ["a", "c"]
+
+
+def test_a_size_mismatch_is_not_renamed(counted: tuple[FTPSServer, CountingProxy]) -> None:
+    """The rename waits for SIZE's answer: a part whose size differs stays where it is."""
+    server, proxy = counted
+    items = _items(server, ["x", "y"])
+    with _client(server, proxy) as fs:
+        original = fs._size_reply
+
+        def lying(path: str, reply: object) -> int | None:
+            size = original(path, reply)  # type: ignore[arg-type]
+            return None if size is None else (size + 1 if path.endswith(".x.part") else size)
+
+        fs._size_reply = lying  # type: ignore[method-assign]
+        answers = fs.put_small_many(items)
+    assert answers == [3001, 3001]
+    assert not (server.local_root / "x").exists()
+    assert (server.local_root / ".x.part").stat().st_size == 3000
+    assert (server.local_root / "y").stat().st_size == 3001
+
+
+def test_stat_and_rename_take_one_round_trip_each(counted: tuple[FTPSServer, CountingProxy]) -> None:
+    """vsftpd has no MLST: SIZE (+ MDTM), CWD and the CWD back go out together; RNFR + RNTO together."""
+    server, proxy = counted
+    (server.local_root / "f").write_bytes(b"12345")
+    (server.local_root / "d").mkdir()
+    with _client(server, proxy) as fs:
+        for name, expected in (("f", (False, 5)), ("d", (True, None)), ("missing", None)):
+            before = proxy.turns
+            entry = fs.stat(remote(server, name))
+            assert proxy.turns - before == 1, name
+            assert (entry.is_dir, entry.size) == expected if entry is not None else expected is None
+        before = proxy.turns
+        fs.rename(remote(server, "f"), remote(server, "g"))
+        assert proxy.turns - before == 1
+        assert fs.stat(remote(server, "g")) is not None
+        assert fs.stat(remote(server, "missing")) is None  # the CWD back left the session where it was
+
+
+def test_session_setup_is_one_round_trip_after_login(counted: tuple[FTPSServer, CountingProxy]) -> None:
+    """PBSZ, PROT, TYPE, FEAT, PWD (and OPTS UTF8) in one burst: the session is ready one turn after PASS."""
+    server, proxy = counted
+    with _client(server, proxy) as fs:
+        assert fs.features
+        assert fs.home.startswith("/")
+        # AUTH TLS (explicit), the TLS handshake (2 turns, 3 with vsftpd's HelloRetryRequest; USER goes with
+        # the client's Finished or, when the server's session tickets came in between, one turn later), PASS,
+        # then the setup: at most 7. One command at a time the setup alone took 6 (PBSZ ... OPTS).
+        assert proxy.turns <= 7
+
+
+def _server_hellos(context: ssl.SSLContext) -> list[bytes]:
+    hellos: list[bytes] = []
+
+    def trace(_c: object, direction: str, _v: object, kind: int, msg_type: int, data: bytes) -> None:
+        if direction == "read" and kind == 22 and msg_type == 2:
+            hellos.append(bytes(data))
+
+    setattr(context, "_msg_callback", trace)  # noqa: B010 - CPython's handshake tracer (private)
+    return hellos
+
+
+def test_data_connections_offer_the_group_the_server_asked_for(ftps_server: FTPSServer) -> None:
+    """vsftpd accepts P-256 only: after its HelloRetryRequest on the control connection, every later
+    handshake on the same context (data connections, a second control connection) is one round trip."""
+    context = build_ssl_context(settings_for(ftps_server))
+    with FTPSClient(settings_for(ftps_server), context=context) as fs:
+        hellos = _server_hellos(context)
+        assert fs.put_small(remote(ftps_server, ".p.part"), remote(ftps_server, "p"), b"p" * 100) == 100
+        with FTPSClient(settings_for(ftps_server), context=context) as second:
+            assert second.usable
+    assert hellos, "no TLS handshake was traced"
+    assert [h for h in hellos if _hrr_group(h) is not None] == []
+
+
+def test_hello_retry_request_parsing() -> None:
+    assert _hrr_group(_HRR) == 0x0017
+    server_hello = _HRR[:6] + b"\x01" * 32 + _HRR[38:]  # any other random: an ordinary ServerHello
+    assert _hrr_group(server_hello) is None
+    assert _hrr_group(_HRR[:45]) is None  # cut short
+    assert _hrr_group(b"") is None
+
+
+def _one_command_at_a_time(script: Callable[[Session], None]) -> Callable[[Session], None]:
+    """*script*, on a server that drops whatever it received after the command it is answering."""
+
+    def run(s: Session) -> None:
+        read = s.readline
+
+        def readline() -> str | None:
+            line = read()
+            sock = s.sock
+            if isinstance(sock, ssl.SSLSocket):
+                while sock.pending():  # the rest of the TLS record: the pipelined commands, dropped
+                    sock.recv(sock.pending())
+            return line
+
+        s.readline = readline  # type: ignore[method-assign]
+        script(s)
+
+    return run
+
+
+def test_a_server_that_drops_pipelined_commands_gets_them_one_at_a_time(
+    test_pki: ServerPKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The session's first burst finds out (PBSZ answered, PROT never): that session is dropped, the next one
+    (and every later one to that server in this process) sends one command at a time."""
+    monkeypatch.setattr(ftps, "_NO_PIPELINING", set())
+    monkeypatch.setattr(ftps, "_PIPELINE_PROBE_S", 0.5)
+    script = _one_command_at_a_time(ftp_script(at="never"))  # otherwise a sane server
+    with ScriptServer(script, tls_context=tls_server_context(test_pki)) as server:
+        settings = parse_ftps_settings(
+            conn_type="secure_ftps",
+            host=server.host,
+            port=server.port,
+            login="u",
+            password="p",
+            extras={"conn_timeout": 10, "ca_bundle": test_pki.ca_pem},
+        )
+        with FTPSClient(settings) as fs:
+            assert "UTF8" in fs.features  # FEAT was answered
+            assert fs.stat("/missing") is None  # SIZE, CWD, CWD back: one at a time, each answered
+            with pytest.raises(RemotePathError):
+                fs.rename("/a", "/b")
+            assert fs.usable
+            assert fs.stat("/missing") is None  # the replies are still in step
+        assert server.connections == 2
+        with FTPSClient(settings) as again:
+            assert again.stat("/missing") is None
+        assert server.connections == 3  # remembered: no probe, no second session
