@@ -14,7 +14,7 @@ from airflow_secure_transfer.exceptions import ConfigurationError, SecureTransfe
 if TYPE_CHECKING:
     from airflow_secure_transfer.transfer.base import RemoteFS
 
-__all__ = ["Endpoint", "check_flags", "fail_fast", "open_endpoint", "remote_namespace"]
+__all__ = ["Endpoint", "check_flags", "fail_fast", "open_endpoint", "remote_namespace", "task_identity"]
 
 
 @dataclass
@@ -100,6 +100,31 @@ def fail_fast(exc: SecureTransferError) -> BaseException:
     failure: BaseException = airflow_fail_exception()(f"{type(exc).__name__}: {exc}")
     failure.__cause__ = exc
     return failure
+
+
+def task_identity(operator: Any, context: Any, *target: object) -> str:
+    """What makes a task try set and its target unique and stable across retries (staging directories).
+
+    dag, task, run, map index, connection and *target* (paths); ``op.execute(context={})`` outside a
+    DAG gives an empty dag id.
+    """
+    ctx = context if isinstance(context, dict) else {}
+    ti = ctx.get("ti") or ctx.get("task_instance")
+    dag_id = getattr(ti, "dag_id", None)
+    if dag_id is None:
+        try:
+            dag_id = operator.dag_id
+        except RuntimeError:  # not in a DAG
+            dag_id = ""
+    parts = [
+        str(dag_id),
+        str(getattr(ti, "task_id", None) or operator.task_id),
+        str(getattr(ti, "run_id", None) or ctx.get("run_id") or ""),
+        str(getattr(ti, "map_index", -1)),
+        str(operator.conn_id),
+        *(repr(t) if not isinstance(t, str) else t for t in target),
+    ]
+    return "|".join(parts)
 
 
 def check_flags(**flags: object) -> None:

@@ -233,24 +233,9 @@ class SecureUploadOperator(BaseOperator):
 
     def _task_identity(self) -> str:
         """What makes this task's encrypted staging unique and stable across its retries."""
-        ctx = self._context if isinstance(self._context, dict) else {}
-        ti = ctx.get("ti") or ctx.get("task_instance")
-        dag_id = getattr(ti, "dag_id", None)
-        if dag_id is None:
-            try:
-                dag_id = self.dag_id
-            except RuntimeError:  # not in a DAG (op.execute(context={}) in a test)
-                dag_id = ""
-        parts = [
-            str(dag_id),
-            str(getattr(ti, "task_id", None) or self.task_id),
-            str(getattr(ti, "run_id", None) or ctx.get("run_id") or ""),
-            str(getattr(ti, "map_index", -1)),
-            self.conn_id,
-            str(self.remote_path),
-            repr(self.local_path),
-        ]
-        return "|".join(parts)
+        from airflow_secure_transfer.operators._common import task_identity
+
+        return task_identity(self, self._context, str(self.remote_path), repr(self.local_path))
 
     def _upload_encrypted(
         self, send: Callable[[Any, bool], list[TransferRecord]], workers: int

@@ -262,6 +262,9 @@ class TransferRecord:
     remote_sha256: str | None = None
     #: Size of the bytes on the server when it differs from the local file's (the ciphertext).
     remote_size: int | None = None
+    #: A download with ``decrypt_with``: the file was OpenPGP-decrypted (and its signature verified with
+    #: ``verify_signature_with``) before it was moved into place.
+    decrypted: bool = False
 
     def as_dict(self) -> dict[str, object]:
         """Return a JSON-serialisable dict (no secrets: paths, sizes and digests only)."""
@@ -280,6 +283,10 @@ class TransferRecord:
             "remote_sha256": self.remote_sha256,
         } | {
             key: value
-            for key, value in (("archived_to", self.archived_to), ("remote_size", self.remote_size))
+            for key, value in (
+                ("archived_to", self.archived_to),
+                ("remote_size", self.remote_size),
+                ("decrypted", self.decrypted or None),
+            )
             if value is not None
         }
