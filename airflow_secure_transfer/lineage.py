@@ -39,6 +39,7 @@ __all__ = [
     "asset_event_extra",
     "facet_schema",
     "openlineage_facet",
+    "operator_lineage",
     "receipt",
 ]
 
@@ -159,3 +160,36 @@ def asset_event_extra(
         "receipts": [{"remote_path": r.remote_path, **receipt(r, security)} for r in listed],
         "truncated": len(inside) > len(listed),
     }
+
+
+def operator_lineage(
+    inputs: Sequence[tuple[str, str]],
+    outputs: Sequence[tuple[str, str]],
+    records: Sequence[TransferRecord],
+    security: Mapping[str, str] | None,
+    *,
+    receipts_on: str,
+) -> Any:
+    """Return an ``OperatorLineage`` whose remote side carries one receipt per record, or None.
+
+    :param inputs: / :param outputs: ``(namespace, name)`` pairs, one per record, in record order.
+    :param receipts_on: ``"outputs"`` (an upload: the remote files are outputs) or ``"inputs"`` (a download).
+    :returns: ``None`` when the OpenLineage provider is not installed.
+    """
+    try:
+        from airflow.providers.common.compat.openlineage.facet import Dataset
+        from airflow.providers.openlineage.extractors import OperatorLineage
+    except ImportError:
+        return None
+
+    def datasets(pairs: Sequence[tuple[str, str]], with_receipts: bool) -> list[Any]:
+        if not with_receipts or not security:
+            return [Dataset(namespace=ns, name=name) for ns, name in pairs]
+        return [
+            Dataset(namespace=ns, name=name, facets={FACET_NAME: openlineage_facet(receipt(record, security))})
+            for (ns, name), record in zip(pairs, records, strict=True)
+        ]
+
+    return OperatorLineage(
+        inputs=datasets(inputs, receipts_on == "inputs"), outputs=datasets(outputs, receipts_on == "outputs")
+    )

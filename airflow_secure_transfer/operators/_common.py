@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from airflow_secure_transfer.exceptions import ConfigurationError, SecureTransferError
 
@@ -90,16 +90,17 @@ def open_endpoint(operator: Any, consumer: str) -> Endpoint:
     )
 
 
-def fail_fast(exc: SecureTransferError) -> BaseException:
-    """The exception to raise for *exc*: itself when retryable, else Airflow's fail-without-retry."""
+def fail_fast(exc: SecureTransferError) -> NoReturn:
+    """Raise *exc* when Airflow may retry it, else Airflow's fail-without-retry (from *exc*).
+
+    Call it in the ``except`` block that caught *exc*.
+    """
     if exc.retryable:
-        return exc
+        raise exc
     from airflow_secure_transfer.compat import airflow_fail_exception
 
     # Not retryable (a wrong host key stays wrong): fail now, without Airflow retries.
-    failure: BaseException = airflow_fail_exception()(f"{type(exc).__name__}: {exc}")
-    failure.__cause__ = exc
-    return failure
+    raise airflow_fail_exception()(f"{type(exc).__name__}: {exc}") from exc
 
 
 def task_identity(operator: Any, context: Any, *target: object) -> str:

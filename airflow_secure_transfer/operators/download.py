@@ -297,7 +297,7 @@ class SecureDownloadOperator(BaseOperator):
         try:
             self._records = self._download()
         except SecureTransferError as exc:
-            raise fail_fast(exc) from exc
+            fail_fast(exc)
         if self.decrypt_with:
             return [record.as_dict() | {"decrypted": record.decrypted} for record in self._records]
         return [record.as_dict() for record in self._records]
@@ -323,23 +323,8 @@ class SecureDownloadOperator(BaseOperator):
 
         ``None`` when the OpenLineage provider is not installed.
         """
-        try:
-            from airflow.providers.common.compat.openlineage.facet import Dataset
-            from airflow.providers.openlineage.extractors import OperatorLineage
-        except ImportError:
-            return None
-        from airflow_secure_transfer.lineage import FACET_NAME, openlineage_facet, receipt
+        from airflow_secure_transfer.lineage import operator_lineage
 
         inputs, outputs = self.lineage_datasets()
         security = self._endpoint.security if self._endpoint is not None else None
-        return OperatorLineage(
-            inputs=[
-                Dataset(
-                    namespace=ns,
-                    name=name,
-                    facets={FACET_NAME: openlineage_facet(receipt(record, security))} if security else {},
-                )
-                for (ns, name), record in zip(inputs, self._records, strict=True)
-            ],
-            outputs=[Dataset(namespace=ns, name=name) for ns, name in outputs],
-        )
+        return operator_lineage(inputs, outputs, self._records, security, receipts_on="inputs")

@@ -24,7 +24,8 @@ from airflow_secure_transfer.exceptions import ConfigurationError, SecureTransfe
 from airflow_secure_transfer.transfer.options import validate_options
 
 if TYPE_CHECKING:
-    from airflow_secure_transfer.transfer.base import RemoteFS, TransferRecord
+    from airflow_secure_transfer.operators._common import Endpoint
+    from airflow_secure_transfer.transfer.base import TransferRecord
 
 __all__ = ["SecureUploadOperator"]
 
@@ -153,9 +154,7 @@ class SecureUploadOperator(BaseOperator):
         self.server_pool = server_pool
         self._records: list[TransferRecord] = []
         self._endpoint: tuple[str, str, int] | None = None
-        #: The first connection's ``session_security()``: negotiated algorithms and the verified identity.
-        self._security: dict[str, str] | None = None
-        self._resolved: tuple[Callable[[], RemoteFS], str | None, int, float] | None = None
+        self._conn_endpoint: Endpoint | None = None
         self._context: Any = None
 
     # ------------------------------------------------------------------ execution
@@ -170,50 +169,29 @@ class SecureUploadOperator(BaseOperator):
         _apply_server_pool(kwargs.get("server_pool"), kwargs.get("max_connections"), kwargs)
         return super().partial(**kwargs)
 
-    def _client_factory(self) -> tuple[Callable[[], RemoteFS], str | None, int, float]:
-        """Resolve the connection into a client factory, its remote_root, connection cap and conn_timeout."""
-        from airflow_secure_transfer.hooks.resolve import resolve_connection
+    def _open_endpoint(self) -> Endpoint:
+        """Resolve the connection once: a recording client factory, remote_root and the connection count."""
+        from airflow_secure_transfer.operators._common import open_endpoint
 
-        if self._resolved is None:
-            resolved = resolve_connection(self.conn_id, consumer="SecureUploadOperator")
-            self._endpoint = (resolved.scheme, resolved.host, resolved.port)
-            self._resolved = (resolved.connect, resolved.remote_root, resolved.max_connections, resolved.conn_timeout)
-        return self._resolved
+        if self._conn_endpoint is None:
+            endpoint = self._conn_endpoint = open_endpoint(self, "SecureUploadOperator")
+            self._endpoint = (endpoint.scheme, endpoint.host, endpoint.port)
+        return self._conn_endpoint
+
+    @property
+    def _security(self) -> dict[str, str] | None:
+        """The first connection's ``session_security()``: negotiated algorithms and the verified identity."""
+        return None if self._conn_endpoint is None else self._conn_endpoint.security
 
     def _upload(self) -> list[TransferRecord]:
-        from airflow_secure_transfer.transfer.backoff import BUSY_BUDGET_FACTOR
-        from airflow_secure_transfer.transfer.base import SupportsSessionSecurity
         from airflow_secure_transfer.transfer.engine import upload
 
-        factory, remote_root, cap, conn_timeout = self._client_factory()
-
-        def connect() -> RemoteFS:
-            fs = factory()
-            if self._security is None and isinstance(fs, SupportsSessionSecurity):
-                self._security = fs.session_security()  # every connection verifies the same identity
-            return fs
-
-        connections = cap if self.max_connections is None else min(self.max_connections, cap)
-        if self.max_connections is not None and self.max_connections > cap:
-            self.log.info(
-                "max_connections=%d is above the connection's limit of %d; using %d",
-                self.max_connections,
-                cap,
-                connections,
-            )
-        if self.server_pool is not None and connections > self.pool_slots:
-            # The pool's slots are the server's sessions: never hold more connections than slots.
-            self.log.info(
-                "using %d connection(s): the task holds %d slot(s) of pool %r",
-                self.pool_slots,
-                self.pool_slots,
-                self.server_pool,
-            )
-            connections = self.pool_slots
+        endpoint = self._open_endpoint()
+        connections = endpoint.connections
 
         def send(local_path: Any, delete_source: bool) -> list[TransferRecord]:
             return upload(
-                connect,
+                endpoint.connect,
                 local_path,
                 self.remote_path,
                 overwrite=self.overwrite,
@@ -222,9 +200,9 @@ class SecureUploadOperator(BaseOperator):
                 delete_source=delete_source,
                 preserve_mtime=self.preserve_mtime,
                 max_connections=connections,
-                remote_root=remote_root,
+                remote_root=endpoint.remote_root,
                 log=self.log,
-                busy_wait=BUSY_BUDGET_FACTOR * conn_timeout,
+                busy_wait=endpoint.busy_wait,
             )
 
         if self.encrypt_with:
@@ -322,12 +300,9 @@ class SecureUploadOperator(BaseOperator):
             if self.manifest is not None or self.done_marker is not None:
                 self._complete(context)
         except SecureTransferError as exc:
-            if exc.retryable:
-                raise
-            from airflow_secure_transfer.compat import airflow_fail_exception
+            from airflow_secure_transfer.operators._common import fail_fast
 
-            # Not retryable (a wrong host key stays wrong): fail now, without Airflow retries.
-            raise airflow_fail_exception()(f"{type(exc).__name__}: {exc}") from exc
+            fail_fast(exc)  # not retryable (a wrong host key stays wrong): no Airflow retries
         self._receipts_to_asset_events(context)
         return [record.as_dict() for record in self._records]
 
@@ -341,8 +316,9 @@ class SecureUploadOperator(BaseOperator):
         from airflow_secure_transfer.security.paths import resolve_remote
         from airflow_secure_transfer.transfer.manifest import build_manifest
 
-        factory, remote_root, _, _ = self._client_factory()
-        with factory() as fs:
+        endpoint = self._open_endpoint()
+        remote_root = endpoint.remote_root
+        with endpoint.connect() as fs:
             cwd = "/" if remote_root else getattr(fs, "home", "/")
 
             def where(path: str) -> str:
@@ -417,26 +393,10 @@ class SecureUploadOperator(BaseOperator):
 
         ``None`` when the OpenLineage provider is not installed.
         """
-        try:
-            from airflow.providers.common.compat.openlineage.facet import Dataset
-            from airflow.providers.openlineage.extractors import OperatorLineage
-        except ImportError:
-            return None
-        from airflow_secure_transfer.lineage import FACET_NAME, openlineage_facet, receipt
+        from airflow_secure_transfer.lineage import operator_lineage
 
         inputs, outputs = self.lineage_datasets()
-        security = self._security
-        return OperatorLineage(
-            inputs=[Dataset(namespace=ns, name=name) for ns, name in inputs],
-            outputs=[
-                Dataset(
-                    namespace=ns,
-                    name=name,
-                    facets={FACET_NAME: openlineage_facet(receipt(record, security))} if security else {},
-                )
-                for (ns, name), record in zip(outputs, self._records, strict=True)
-            ],
-        )
+        return operator_lineage(inputs, outputs, self._records, self._security, receipts_on="outputs")
 
 
 def _check_pgp_arguments(encrypt_with: object, sign_with: object, armor: object) -> None:

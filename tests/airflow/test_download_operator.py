@@ -47,7 +47,15 @@ def test_bad_arguments_fail_at_construction(kwargs: dict[str, object], message: 
 def test_construction_does_no_io_and_templates_the_contract_fields(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AIRFLOW_CONN_C", raising=False)
     op = _op(remote_path="/does/not/exist/*.csv")
-    assert tuple(op.template_fields) == ("conn_id", "remote_path", "local_path", "remote_archive_dir", "manifest")
+    assert tuple(op.template_fields) == (
+        "conn_id",
+        "remote_path",
+        "local_path",
+        "remote_archive_dir",
+        "manifest",
+        "decrypt_with",
+        "verify_signature_with",
+    )
     assert op.overwrite == "replace" and op.verify == "size" and op.preserve_mtime is True
 
 
