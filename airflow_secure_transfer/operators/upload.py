@@ -223,7 +223,7 @@ class SecureUploadOperator(BaseOperator):
 
         from airflow_secure_transfer.hooks.pgp import pgp_key_store
         from airflow_secure_transfer.transfer.encrypted import discard_staging, stage_encrypted, task_staging_dir
-        from airflow_secure_transfer.transfer.local import under_root
+        from airflow_secure_transfer.transfer.local import delete_uploaded_source
 
         task_dir = task_staging_dir(self._task_identity())
         try:
@@ -256,7 +256,7 @@ class SecureUploadOperator(BaseOperator):
                 raise ConfigurationError(f"uploaded {record.local_path!r}, which was not staged")
             deleted = False
             if record.source_deleted:
-                deleted = self._delete_plain_source(item.source, under_root)
+                deleted = delete_uploaded_source(item.source, self.log)
             mapped.append(
                 dataclasses.replace(
                     record,
@@ -271,26 +271,6 @@ class SecureUploadOperator(BaseOperator):
             )
         discard_staging(task_dir)
         return mapped
-
-    def _delete_plain_source(self, source: Any, under_root: Callable[[Any], bool]) -> bool:
-        """Delete the plaintext source of a proven upload (the same rule as the engine's delete_source)."""
-        from airflow_secure_transfer.exceptions import LocalPathError
-
-        if not under_root(source):
-            self.log.warning(
-                "kept %s (delete_source=True): its real path is outside the named source %s",
-                source.path,
-                source.root or "(unknown)",
-            )
-            return False
-        try:
-            os.unlink(source.path)
-        except OSError as exc:
-            raise LocalPathError(
-                f"uploaded {source.path!r} but could not delete it (delete_source=True): {exc.strerror}",
-                path=source.path,
-            ) from None
-        return True
 
     def execute(self, context: Any) -> list[dict[str, object]]:
         """Upload; return the records as dicts. Works with ``op.execute(context={})``."""

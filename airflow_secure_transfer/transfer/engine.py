@@ -97,7 +97,7 @@ from airflow_secure_transfer.transfer.base import (
     TransferRecord,
     Verified,
 )
-from airflow_secure_transfer.transfer.local import LocalFile, LocalSource, expand_local, under_root
+from airflow_secure_transfer.transfer.local import LocalFile, LocalSource, delete_uploaded_source, expand_local
 from airflow_secure_transfer.transfer.options import OVERWRITE_MODES, VERIFY_MODES, validate_options
 from airflow_secure_transfer.transfer.runner import (
     Cancelled,
@@ -845,28 +845,8 @@ class _FileUpload:
         raise IntegrityError(message)
 
     def _delete_source(self, local: LocalFile) -> bool:
-        """Delete *local* (its bytes are on the server); return whether it was deleted.
-
-        Only a file whose real path lies under the real path of the source the user named:
-        one reached through a symlink to elsewhere is kept, with a warning.
-        """
-        if not under_root(local):
-            self.shared.log.warning(
-                "kept %s (delete_source=True): its real path %s is outside the named source %s "
-                "(reached through a symlink); uploaded, not deleted",
-                local.path,
-                os.path.realpath(local.path),
-                local.root or "(unknown)",
-            )
-            return False
-        try:
-            os.unlink(local.path)
-        except OSError as exc:
-            raise LocalPathError(
-                f"uploaded {local.path!r} but could not delete it (delete_source=True): {exc.strerror}",
-                path=local.path,
-            ) from None
-        return True
+        """Delete *local* (its bytes are on the server); see :func:`delete_uploaded_source`."""
+        return delete_uploaded_source(local, self.shared.log)
 
 
 # --------------------------------------------------------------------------- the upload step

@@ -25,10 +25,11 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
+from typing import Any
 
 from airflow_secure_transfer.exceptions import ConfigurationError, LocalPathError
 
-__all__ = ["LocalFile", "LocalSource", "expand_local", "glob_regex", "under_root"]
+__all__ = ["LocalFile", "LocalSource", "delete_uploaded_source", "expand_local", "glob_regex", "under_root"]
 
 #: What callers may pass as ``local_path``.
 LocalSource = str | os.PathLike[str] | Sequence[str | os.PathLike[str]]
@@ -63,6 +64,33 @@ def under_root(local: LocalFile) -> bool:
         return False
     real = os.path.realpath(local.path)
     return real == local.root or real.startswith(local.root.rstrip(os.sep) + os.sep)
+
+
+def delete_uploaded_source(local: LocalFile, log: Any) -> bool:
+    """Delete *local* once its bytes are proven on the server (``delete_source``); return whether it was.
+
+    Only a file whose real path lies under the real path of the source the user named: one reached
+    through a symlink to elsewhere is kept, with a warning on *log*.
+
+    :raises LocalPathError: the file could not be deleted.
+    """
+    if not under_root(local):
+        log.warning(
+            "kept %s (delete_source=True): its real path %s is outside the named source %s "
+            "(reached through a symlink); uploaded, not deleted",
+            local.path,
+            os.path.realpath(local.path),
+            local.root or "(unknown)",
+        )
+        return False
+    try:
+        os.unlink(local.path)
+    except OSError as exc:
+        raise LocalPathError(
+            f"uploaded {local.path!r} but could not delete it (delete_source=True): {exc.strerror}",
+            path=local.path,
+        ) from None
+    return True
 
 
 def _kind(mode: int) -> str:
