@@ -522,6 +522,16 @@ def _remove_local(path: str) -> None:
         os.unlink(path)
 
 
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """A small file's partial, written (not yet fsynced) and checked."""
+
+    part: str
+    size: int
+    digest: str
+    in_manifest: bool
+
+
 @dataclass(slots=True)
 class _Pending:
     """A small file waiting in a worker's batch for ``get_small_many``."""
@@ -578,10 +588,13 @@ class _FileDownload:
         part = local_partial_name(item.local, item.remote, item.size, item.mtime)
         return part is None or not os.path.lexists(part)
 
-    def complete_small(
-        self, fs: RemoteFS, pending: _Pending, data: bytes | SecureTransferError, *, sync_dir: bool = True
-    ) -> TransferRecord:
-        """Land a small file read by ``get_small_many``: partial, fsync, size check, mtime, ``os.replace``."""
+    def write_small(self, data: bytes | SecureTransferError) -> _Written:
+        """First half of landing a small file read by ``get_small_many``: check it, write its partial.
+
+        Not yet fsynced: a batch writes all its partials, then fsyncs them (on ext4 the first
+        fsync's journal commit carries the others' data, so theirs return at once), then lands
+        them (:meth:`land_small`).
+        """
         if isinstance(data, SecureTransferError):
             raise data
         item = self.item
@@ -601,11 +614,24 @@ class _FileDownload:
         except OSError as exc:
             raise _local_write_error(exc, part) from None
         try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except OSError as exc:
+            _remove_local(part)
+            raise _local_write_error(exc, part) from None
+        return _Written(part, len(data), digest, in_manifest)
+
+    def land_small(self, fs: RemoteFS, pending: _Pending, written: _Written) -> TransferRecord:
+        """Second half: fsync the partial, set its time, ``os.replace`` it (the directory is fsynced by the caller)."""
+        item = self.item
+        part = written.part
+        try:
             try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
+                fd = os.open(part, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
             except OSError as exc:
                 raise _local_write_error(exc, part) from None
             self._set_local_mtime(part)
@@ -613,19 +639,17 @@ class _FileDownload:
         except BaseException:
             _remove_local(part)
             raise
-        if sync_dir:
-            _fsync_dir(os.path.dirname(item.local))
-        self.shared.progress.sent(len(data))
+        self.shared.progress.sent(written.size)
         record = TransferRecord(
             local_path=item.local,
             remote_path=item.remote,
-            bytes=len(data),
-            sha256=digest,
+            bytes=written.size,
+            sha256=written.digest,
             seconds=time.monotonic() - pending.started,
             resumed=False,
             skipped=False,
-            verified="checksum" if in_manifest else "size",
-            size=len(data),
+            verified="checksum" if written.in_manifest else "size",
+            size=written.size,
         )
         return self._finish(fs, record)
 
@@ -992,10 +1016,20 @@ class _DownloadStep:
         """Read a worker's batch of small files with one ``get_small_many`` call, then land each."""
         fs = conn.get()
         answers = cast("SupportsGetSmallMany", fs).get_small_many([(p.item.remote, p.item.size or 0) for p in batch])
-        out: list[TransferRecord | BaseException] = []
-        for p, data in zip(batch, answers, strict=True):
+        steps = [_FileDownload(p.item, conn, self.shared) for p in batch]
+        written: list[_Written | BaseException] = []
+        for step, data in zip(steps, answers, strict=True):
             try:
-                out.append(_FileDownload(p.item, conn, self.shared).complete_small(fs, p, data, sync_dir=False))
+                written.append(step.write_small(data))
+            except Exception as exc:
+                written.append(exc)
+        out: list[TransferRecord | BaseException] = []
+        for step, p, w in zip(steps, batch, written, strict=True):
+            if isinstance(w, BaseException):
+                out.append(w)
+                continue
+            try:
+                out.append(step.land_small(fs, p, w))
             except Exception as exc:
                 out.append(exc)
         # The renames of the batch made durable: one fsync per directory, before any record is reported.
