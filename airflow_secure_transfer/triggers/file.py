@@ -116,7 +116,12 @@ class SecureFileTrigger(BaseTrigger):
             # On a worker thread: the connection lookup (the triggerer answers it from its loop; a sync
             # call made on the loop would need greenback's portal) and the first imports of the policy,
             # ssl/ftplib or asyncssh/cryptography (measured: 0.33 s of a blocked loop when made on it).
-            resolved = await asyncio.to_thread(_resolve, self.conn_id)
+            # asgiref's sync_to_async, not asyncio.to_thread: a connection lookup made on its thread reaches
+            # the supervisor through the triggerer's own loop (Airflow 3.1's comms channel is not safe to use
+            # from another loop: "Response read out of order").
+            from asgiref.sync import sync_to_async
+
+            resolved = await sync_to_async(_resolve, thread_sensitive=False)(self.conn_id)
             watcher = watcher_for(self, resolved.remote_root)
         except SecureTransferError as exc:
             yield _error_event(exc)
