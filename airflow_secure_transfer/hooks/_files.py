@@ -11,7 +11,7 @@ import os
 import posixpath
 import uuid
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
 
 from airflow_secure_transfer.exceptions import IntegrityError, LocalPathError, RemotePathError, SecureTransferError
 from airflow_secure_transfer.security.paths import resolve_remote
@@ -50,6 +50,19 @@ def put_buffer(client: RemoteFS, remote: str, buffer: IO[bytes]) -> int:
 class _Settings(Protocol):
     @property
     def remote_root(self) -> str | None: ...
+
+
+class _Lent:
+    """The hook's own client lent to the engine: the engine's ``close`` leaves it open for the hook."""
+
+    def __init__(self, client: RemoteFS) -> None:
+        self._client = client
+
+    def close(self) -> None:
+        """Keep the hook's connection (the hook closes it in ``close_conn``)."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
 
 
 class RemoteFileMethods:
@@ -129,9 +142,10 @@ class RemoteFileMethods:
     ) -> int:
         """Download *remote_full_path* into a local file or a binary buffer; return the file's size in bytes.
 
-        A path goes through the download engine (a new connection): a hidden partial beside the
-        target, size check, fsync, ``os.replace``; a partial left by a cut connection is resumed
-        when the remote file is unchanged. A buffer is filled over the hook's own connection.
+        A path goes through the download engine over the hook's own connection (no new session per
+        call): a hidden partial beside the target, size check, fsync, ``os.replace``; a partial left
+        by a cut connection is resumed when the remote file is unchanged. A buffer is filled over the
+        hook's own connection too.
         """
         remote = self._remote(remote_full_path)
         if not isinstance(local_full_path_or_buffer, (str, os.PathLike)):
@@ -139,7 +153,7 @@ class RemoteFileMethods:
         from airflow_secure_transfer.transfer.download import download
 
         records = download(
-            self.get_fs,
+            lambda: _Lent(self.get_conn()),
             remote,
             os.fspath(local_full_path_or_buffer),
             max_connections=1,

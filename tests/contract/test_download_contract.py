@@ -178,11 +178,12 @@ def test_skip_identical_skips_only_on_evidence(any_server: AnyServer, tmp_path: 
     assert not records["other.bin"].skipped and other.read_bytes() == b"A" * 700
 
 
-def test_skip_identical_never_skips_same_size_and_time_other_content_without_proof(
+def test_skip_identical_on_size_and_time_trusts_a_time_equal_to_the_remote_one(
     any_server: AnyServer, tmp_path: Path
 ) -> None:
-    """A local file we did not write (its ctime is recent but its mtime equals the remote's) is not trusted
-    on a server with checksums; and the content decides there."""
+    """The limit of size+mtime evidence, pinned: with a server checksum the content decides; without one, a
+    local file of the same size whose mtime someone set to the remote one is taken for our earlier download
+    (the same limit as the upload side's: a time anyone can set; documented in README)."""
     _plant(any_server, "t.bin", b"R" * 500)
     local = tmp_path / "t.bin"
     local.write_bytes(b"L" * 500)

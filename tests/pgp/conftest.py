@@ -127,6 +127,17 @@ def pgp_keys(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PGPTestKeys]:
 
 
 @pytest.fixture
+def private_staging_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The operators' PGP staging goes under this test's tmp_path, not the machine's temporary directory."""
+    from airflow_secure_transfer.transfer import encrypted
+
+    base = tmp_path / "staging-base"
+    base.mkdir()
+    monkeypatch.setattr(encrypted, "staging_base", lambda: base)
+    return base
+
+
+@pytest.fixture
 def pgp_conn(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
     """Return ``make(conn_id, *, public_keys=None, private_key=None, password=None, **extras) -> conn_id``.
 

@@ -13,7 +13,6 @@ import pytest
 from airflow_secure_transfer.compat import airflow_fail_exception
 from airflow_secure_transfer.exceptions import ConfigurationError, VerificationError
 from airflow_secure_transfer.operators.download import SecureDownloadOperator
-from airflow_secure_transfer.transfer import encrypted
 from tests.pgp.conftest import ALICE_PASSPHRASE, PGPTestKeys
 from tests.servers import FTPSServer, SFTPServer
 
@@ -22,11 +21,8 @@ AirflowFailException = airflow_fail_exception()
 
 
 @pytest.fixture(autouse=True)
-def private_staging_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    base = tmp_path / "staging-base"
-    base.mkdir()
-    monkeypatch.setattr(encrypted, "staging_base", lambda: base)
-    return base
+def _staging(private_staging_base: Path) -> Path:
+    return private_staging_base
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from airflow_secure_transfer.compat import airflow_fail_exception
 from airflow_secure_transfer.exceptions import ConfigurationError
 from airflow_secure_transfer.hooks.pgp import pgp_key_store
 from airflow_secure_transfer.operators.upload import SecureUploadOperator
-from airflow_secure_transfer.transfer import encrypted
 from airflow_secure_transfer.transfer.encrypted import stage_encrypted, staging_path, task_staging_dir
 from airflow_secure_transfer.transfer.engine import partial_name
 from airflow_secure_transfer.transfer.local import LocalFile
@@ -25,12 +24,8 @@ MakeConn = Callable[..., str]
 
 
 @pytest.fixture(autouse=True)
-def private_staging_base(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The operator's staging goes under this test's tmp_path, not the machine's temporary directory."""
-    base = tmp_path / "staging-base"
-    base.mkdir()
-    monkeypatch.setattr(encrypted, "staging_base", lambda: base)
-    return base
+def _staging(private_staging_base: Path) -> Path:
+    return private_staging_base
 
 
 @pytest.fixture

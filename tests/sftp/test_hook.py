@@ -250,3 +250,21 @@ def test_policy_errors_are_raised_before_connecting(asyncssh_server: SFTPServer,
     with pytest.raises(SecurityPolicyError, match=r"'no_host_key_check' = true is refused.*pin the server"):
         hook.get_conn()
     assert asyncssh_server.auth_log == []
+
+
+def test_retrieve_file_in_a_loop_reuses_the_hooks_connection(
+    asyncssh_server: SFTPServer, airflow_conn: Callable[..., str], tmp_path: Path
+) -> None:
+    """Ten files, one SSH connection: retrieve_file lends the hook's client to the engine (no session per file)."""
+    files = {f"f{i}.bin": os.urandom(1000 + i) for i in range(10)}
+    for name, data in files.items():
+        (asyncssh_server.local_root / name).write_bytes(data)
+    before = len(asyncssh_server.auth_attempts)  # one ("sftpuser", "begin") + one method per login
+    with SecureSFTPHook(airflow_conn("sftp_loop", asyncssh_server)) as hook:
+        for name in files:
+            hook.retrieve_file(f"{asyncssh_server.writable_dir}/{name}", tmp_path / name)
+        assert hook.get_size(f"{asyncssh_server.writable_dir}/f0.bin") == 1000  # the client is still open
+    logins = asyncssh_server.auth_attempts[before:]
+    assert [a for a in logins if a[1] == "begin"] == [(asyncssh_server.login, "begin")]
+    for name, data in files.items():
+        assert (tmp_path / name).read_bytes() == data
