@@ -10,8 +10,10 @@ never matches.
 ``SecureDownloadOperator`` then fetches the day's files (``remote_path`` from the sensor's list)
 into a local directory, each moved into place only when its size and SHA-256 equal the
 manifest's: the consumer proves it got exactly what the producer sent. ``summarise`` processes
-the local copies. (For very large deliveries, map the download:
-``SecureDownloadOperator.partial(conn_id=...).expand(remote_path=...)``.)
+the local copies. (To spread a large delivery over many tasks, map the download, one task per
+file: ``SecureDownloadOperator.partial(conn_id=..., local_path=...).expand(remote_path=wait.output)``;
+each mapped task fetches one file, so leave ``manifest`` to the sensor, which checks that every
+listed file is there with its size.)
 
 Local directory: ``DELIVERY_LOCAL_DIR`` (default: a directory under the system's temp dir).
 
@@ -43,7 +45,6 @@ LOCAL_DIR = os.environ.get("DELIVERY_LOCAL_DIR", os.path.join(tempfile.gettempdi
     catchup=False,
     tags=["secure-transfer", "example"],
     doc_md=__doc__,
-    render_template_as_native_obj=True,  # the sensor's list of paths reaches remote_path as a list
 )
 def wait_for_partner_files() -> None:
     wait = SecureFileSensor(
@@ -62,8 +63,8 @@ def wait_for_partner_files() -> None:
     fetch = SecureDownloadOperator(
         task_id="fetch",
         conn_id=CONN_ID,
-        # The sensor's matched files (a list of remote paths), checked against the producer's manifest.
-        remote_path="{{ ti.xcom_pull(task_ids='wait_for_sales') | map(attribute='remote_path') | list }}",
+        # The sensor's matched files ([{remote_path, size, mtime}]), checked against the producer's manifest.
+        remote_path=wait.output,
         local_path=LOCAL_DIR + "/{{ ds }}/",
         manifest=REMOTE_DIR + "/{{ ds }}/MANIFEST.json",
         overwrite="skip_identical",
@@ -79,7 +80,6 @@ def wait_for_partner_files() -> None:
             print(f"{r['local_path']}: {r['size']} bytes, sha256 {r['sha256'][:16]}..., verified {r['verified']}")
         return {"files": len(records), "bytes": sum(int(r["size"]) for r in records), "rows": rows}
 
-    wait >> fetch
     summarise(fetch.output)
 
 

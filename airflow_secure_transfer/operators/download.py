@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -49,7 +49,10 @@ class SecureDownloadOperator(BaseOperator):
     :param conn_id: an Airflow connection of type ``secure_ftps`` or ``ftp`` (always TLS), or
         ``secure_sftp``, ``sftp`` or ``ssh`` (host key pinned). Templated.
     :param remote_path: a file, a directory (downloaded recursively), a glob (``*``, ``?``,
-        ``[...]``, ``**``), or a list of these. Templated.
+        ``[...]``, ``**``), or a list of these. A file record with a ``remote_path`` key (an item
+        of ``SecureFileSensor``'s XCom) stands for that file, so
+        ``.partial(...).expand(remote_path=sensor.output)`` maps one download per matched file,
+        and ``remote_path=sensor.output`` fetches them all in one task. Templated.
     :param local_path: the target file for a single remote file (unless it is an existing
         directory or ends with ``/``), else the target directory. Templated.
     :param overwrite: ``"replace"`` (default), ``"skip_identical"`` (leave a local file alone
@@ -107,7 +110,7 @@ class SecureDownloadOperator(BaseOperator):
         self,
         *,
         conn_id: str,
-        remote_path: str | Sequence[str],
+        remote_path: str | Mapping[str, object] | Sequence[str | Mapping[str, object]],
         local_path: str,
         overwrite: str = "replace",
         create_dirs: bool = True,

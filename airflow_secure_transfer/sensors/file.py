@@ -101,6 +101,7 @@ class SecureFileSensor(BaseSensorOperator):
         self.deferrable = deferrable
         self._resolved: ResolvedConnection | None = None
         self._watcher: Watcher | None = None
+        self._matched: list[dict[str, object]] = []
 
     # ------------------------------------------------------------------ deferred
 
@@ -130,6 +131,7 @@ class SecureFileSensor(BaseSensorOperator):
         if isinstance(event, dict) and event.get("status") == "success" and isinstance(event.get("files"), list):
             files: list[dict[str, object]] = event["files"]
             self.log.info("%d file(s) ready: %s", len(files), ", ".join(str(f.get("remote_path")) for f in files[:10]))
+            self._matched = files
             return files
         name = str(event.get("error_class")) if isinstance(event, dict) else "SecureTransferError"
         message = str(event.get("message")) if isinstance(event, dict) else f"unexpected trigger event {event!r}"
@@ -175,7 +177,30 @@ class SecureFileSensor(BaseSensorOperator):
         from airflow_secure_transfer.transfer.watch import file_records
 
         self.log.info("%s: %d file(s) ready", self.path, len(result.files))
-        return PokeReturnValue(is_done=True, xcom_value=file_records(result.files))
+        self._matched = file_records(result.files)
+        return PokeReturnValue(is_done=True, xcom_value=self._matched)
+
+    # ------------------------------------------------------------------ lineage
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """Return OpenLineage inputs: the matched files (``sftp://host:port`` / ``ftps://host:port`` + path).
+
+        ``None`` when the OpenLineage provider is not installed. A deferred sensor resolves its
+        connection here (host and port only; no network): its worker never looked it up.
+        """
+        from airflow_secure_transfer.lineage import operator_lineage
+        from airflow_secure_transfer.operators._common import remote_namespace
+
+        paths = [str(f["remote_path"]) for f in self._matched if isinstance(f.get("remote_path"), str)]
+        if not paths:
+            return operator_lineage([], [], [], None, receipts_on="inputs")
+        resolved = self._resolved
+        if resolved is None:
+            from airflow_secure_transfer.hooks.resolve import resolve_connection
+
+            resolved = self._resolved = resolve_connection(self.conn_id, consumer="SecureFileSensor")
+        namespace = remote_namespace(resolved.scheme, resolved.host, resolved.port)
+        return operator_lineage([(namespace, path) for path in paths], [], [], None, receipts_on="inputs")
 
 
 def _rebuild(name: str, message: str) -> SecureTransferError:

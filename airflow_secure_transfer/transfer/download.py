@@ -56,7 +56,7 @@ import posixpath
 import re
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import IO, TYPE_CHECKING, Final, cast
 
@@ -104,12 +104,14 @@ __all__ = [
     "download",
     "local_partial_name",
     "local_target",
+    "remote_sources",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: What callers may pass as ``remote_path``.
-RemoteSource = str | Sequence[str]
+#: What callers may pass as ``remote_path``: a path, a file record with a ``remote_path`` key (the
+#: sensor's XCom items, an upload's or a download's records), or a list of these.
+RemoteSource = str | Mapping[str, object] | Sequence[str | Mapping[str, object]]
 
 #: Most files one download plans (a remote tree or glob with more is refused, not truncated).
 WALK_MAX_FILES = 1_000_000
@@ -1041,6 +1043,42 @@ class _DownloadStep:
         return item.remote, item.local
 
 
+def remote_sources(remote_path: RemoteSource) -> list[str]:
+    """The remote paths *remote_path* names, in order.
+
+    A mapping stands for the file it describes: its ``remote_path`` key (the sensor's
+    ``[{remote_path, size, mtime}]`` items, so ``.expand(remote_path=sensor.output)`` maps one
+    download per matched file). Only the path is taken from it: sizes and times are read from the
+    server again, never trusted from the mapping.
+
+    :raises ConfigurationError: an empty list, or an item that is neither a path nor such a mapping.
+    """
+
+    def one(item: object) -> str:
+        if isinstance(item, str):
+            return item
+        if isinstance(item, Mapping):
+            path = item.get("remote_path")
+            if isinstance(path, str):
+                return path
+            raise ConfigurationError(
+                "a remote_path mapping needs a 'remote_path' string (as the sensor returns), "
+                f"got keys {sorted(map(str, item))}"
+            )
+        raise ConfigurationError(
+            f"remote_path must be a path, a file record or a list of these, got {type(item).__name__}"
+        )
+
+    if isinstance(remote_path, (str, Mapping)):
+        return [one(remote_path)]
+    if isinstance(remote_path, Sequence) and not isinstance(remote_path, (bytes, bytearray)):
+        sources = [one(item) for item in remote_path]
+        if not sources:
+            raise ConfigurationError("remote_path is an empty list")
+        return sources
+    raise ConfigurationError(f"remote_path must be a path or a list of paths, got {type(remote_path).__name__}")
+
+
 def download(
     connect: Callable[[], RemoteFS],
     remote_path: RemoteSource,
@@ -1094,14 +1132,7 @@ def download(
         raise ConfigurationError("delete_source and remote_archive_dir exclude each other: choose one")
     if remote_archive_dir is not None and (not isinstance(remote_archive_dir, str) or not remote_archive_dir.strip()):
         raise ConfigurationError(f"remote_archive_dir must be a non-empty remote path, got {remote_archive_dir!r}")
-    if isinstance(remote_path, str):
-        sources = [remote_path]
-    elif isinstance(remote_path, Sequence) and not isinstance(remote_path, (bytes, bytearray)):
-        sources = list(remote_path)
-        if not sources:
-            raise ConfigurationError("remote_path is an empty list")
-    else:
-        raise ConfigurationError(f"remote_path must be a path or a list of paths, got {type(remote_path).__name__}")
+    sources = remote_sources(remote_path)
     local = os.fspath(local_path)
     if not isinstance(local, str) or not local:
         raise ConfigurationError(f"local_path must be a non-empty path, got {local_path!r}")

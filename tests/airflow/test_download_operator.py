@@ -162,3 +162,34 @@ def test_a_retried_task_resumes_the_cut_download(
         (record,) = op.execute(context={})  # the retry
     assert record["resumed"] is True and 0 < record["bytes"] < size
     assert target.read_bytes() == data
+
+
+def test_remote_path_takes_the_sensors_file_records() -> None:
+    from airflow_secure_transfer.transfer.download import remote_sources
+
+    match = {"remote_path": "/in/a.csv", "size": 3, "mtime": 1.0}
+    assert remote_sources(match) == ["/in/a.csv"]
+    assert remote_sources([match, "/in/b.csv", {"remote_path": "/in/c.csv"}]) == ["/in/a.csv", "/in/b.csv", "/in/c.csv"]
+    with pytest.raises(ConfigurationError, match="needs a 'remote_path' string"):
+        remote_sources({"path": "/in/a.csv"})
+    with pytest.raises(ConfigurationError, match="needs a 'remote_path' string"):
+        remote_sources([{"remote_path": 7}])
+    with pytest.raises(ConfigurationError, match="empty list"):
+        remote_sources([])
+    with pytest.raises(ConfigurationError, match="a path, a file record or a list"):
+        remote_sources([b"/in/a.csv"])  # type: ignore[list-item]
+
+
+def test_execute_with_the_sensors_records_fetches_those_files_only(
+    airflow_conn: Callable[..., str], asyncssh_server: SFTPServer, tmp_path: Path
+) -> None:
+    files = _serve(asyncssh_server)
+    conn_id = airflow_conn("download_source", asyncssh_server)
+    base = f"{asyncssh_server.writable_dir}/out"
+    # What SecureFileSensor returns; the size and mtime in it are not trusted (read again from the server).
+    matched = [{"remote_path": f"{base}/a.csv", "size": 1, "mtime": 0.0}, {"remote_path": f"{base}/sub/c.csv"}]
+    result = _op(conn_id=conn_id, remote_path=matched, local_path=str(tmp_path / "in") + "/").execute(context={})
+    assert sorted(r["remote_path"] for r in result) == [f"{base}/a.csv", f"{base}/sub/c.csv"]
+    assert (tmp_path / "in" / "a.csv").read_bytes() == files["a.csv"]
+    assert (tmp_path / "in" / "c.csv").read_bytes() == files["sub/c.csv"]
+    assert [r["size"] for r in sorted(result, key=lambda r: r["remote_path"])] == [len(files["a.csv"]), 1]

@@ -9,13 +9,16 @@ No event may contain the connection's password, private key or passphrase.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import posixpath
 import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from airflow_secure_transfer.demo import read_return_values
 from airflow_secure_transfer.lineage import FACET_NAME, PRODUCER, SCHEMA_URL, facet_schema
 from tests.airflow.test_example_dags import _airflow, _base_env, _run
 from tests.servers import FTPSServer, SFTPServer, sha256_file
@@ -148,3 +151,74 @@ def _host_key_fingerprint(server: SFTPServer) -> str:
 
     key_type, b64 = server.host_key_line.split()[:2]
     return HostKey.parse(key_type, b64).describe()
+
+
+@pytest.mark.parametrize("server_fixture", ["asyncssh_server", "pyftpd_explicit"])
+def test_sensor_inputs_and_mapped_downloads_in_openlineage_events(
+    request: pytest.FixtureRequest, lineage_home: Path, tmp_path: Path, server_fixture: str
+) -> None:
+    """The sensor's output maps one download per file (``expand(remote_path=wait.output)``); the sensor's
+    event names the matched files as inputs, each mapped download its remote file (with the receipt) as input
+    and the local copy as output."""
+    server: FTPSServer | SFTPServer = request.getfixturevalue(server_fixture)
+    scheme = "ftps" if server_fixture.startswith("pyftpd") else "sftp"
+    remote_dir = f"{server.writable_dir}/mapped-{scheme}"
+    server.local_path(remote_dir).mkdir(parents=True)
+    contents = {f"part-{i}.csv": f"id,value\n{i},{'x' * (100 * i + 1)}\n".encode() for i in range(3)}
+    for name, data in contents.items():
+        server.local_path(f"{remote_dir}/{name}").write_bytes(data)
+    server.local_path(f"{remote_dir}/other.txt").write_bytes(b"not matched")
+    events_file = tmp_path / "openlineage.jsonl"
+    local_dir = tmp_path / "received"
+    env = {
+        **_base_env(lineage_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(Path(__file__).parent / "dags"),
+        "AIRFLOW_CONN_PARTNER": server.conn_json(),
+        "MAPPED_TEST_DIR": remote_dir,
+        "MAPPED_LOCAL_DIR": str(local_dir),
+        "AIRFLOW__OPENLINEAGE__TRANSPORT": json.dumps(
+            {"type": "file", "log_file_path": str(events_file), "append": True}
+        ),
+        "AIRFLOW__OPENLINEAGE__NAMESPACE": "secure-transfer-tests",
+    }
+    _run([*_airflow(), "dags", "test", "secure_mapped_download"], env)
+
+    values = read_return_values(lineage_home, "secure_mapped_download")
+    records = values["collect"]
+    assert sorted(Path(r["local_path"]).name for r in records) == sorted(contents)
+    for r in records:
+        assert Path(r["local_path"]).read_bytes() == contents[Path(r["local_path"]).name]
+        assert r["verified"] == "checksum"
+
+    text = events_file.read_text()
+    assert server.password not in text
+    completes = [
+        e
+        for e in _events(events_file)
+        if e.get("eventType") == "COMPLETE" and e["job"]["name"].startswith("secure_mapped_download.")
+    ]
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for e in completes:
+        by_task.setdefault(e["job"]["name"].rsplit(".", 1)[-1], []).append(e)
+    remote_ns = f"{scheme}://127.0.0.1:{server.port}"
+    (sensor,) = by_task["wait"]
+    assert sorted((i["namespace"], i["name"]) for i in sensor["inputs"]) == sorted(
+        (remote_ns, f"{remote_dir}/{name}") for name in contents
+    )
+    assert sensor["outputs"] == []
+    fetches = by_task["fetch"]
+    assert len(fetches) == len(contents)  # one event per mapped task
+    validator = _validator()
+    host_ns = f"file://{socket.gethostname()}"
+    seen = set()
+    for event in fetches:
+        (inp,), (out,) = event["inputs"], event["outputs"]
+        assert inp["namespace"] == remote_ns and out["namespace"] == host_ns
+        name = posixpath.basename(inp["name"])
+        assert out["name"] == str(local_dir / name)
+        facet = inp["facets"][FACET_NAME]
+        assert list(validator.iter_errors({FACET_NAME: facet})) == []
+        assert facet["sha256"] == hashlib.sha256(contents[name]).hexdigest()
+        assert facet["size"] == len(contents[name]) and facet["protocol"] == scheme
+        seen.add(name)
+    assert seen == set(contents)
