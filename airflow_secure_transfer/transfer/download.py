@@ -821,7 +821,7 @@ class _FileDownload:
                 writer = _HashingWriter(f, list(hashers.values()), limit, self.shared.progress.sent, self.shared, part)
                 if item.size is None or offset < item.size or offset == 0:
                     try:
-                        fs.read_to(item.remote, cast("IO[bytes]", writer), offset=offset)
+                        fs.read_to(item.remote, cast("IO[bytes]", writer), offset=offset, size=item.size)
                     except (TransportError, Cancelled):
                         keep = resumable  # a cut connection: the partial stays for the next try
                         raise

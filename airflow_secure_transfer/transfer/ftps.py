@@ -1288,12 +1288,13 @@ class FTPSClient(ClosingClient):
         *,
         offset: int = 0,
         progress: ProgressCallback | None = None,
+        size: int | None = None,
     ) -> int:
         """Copy *path* from byte *offset* (``REST`` + ``RETR``) to its end into *sink*; return the bytes read.
 
         The data connection must end with a TLS ``close_notify`` and the server must
         confirm with ``226``; a connection cut short raises :class:`TransportError`
-        instead of returning a truncated file.
+        instead of returning a truncated file. *size* is not needed (``RETR`` asks for nothing else).
         """
         check_name(path)
         if offset < 0:
