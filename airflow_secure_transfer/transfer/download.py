@@ -524,9 +524,10 @@ def _remove_local(path: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class _Written:
-    """A small file's partial, written (not yet fsynced) and checked."""
+    """A small file's partial, written and checked, still open (*fd*) and not yet fsynced."""
 
     part: str
+    fd: int
     size: int
     digest: str
     in_manifest: bool
@@ -534,10 +535,16 @@ class _Written:
 
 @dataclass(slots=True)
 class _Pending:
-    """A small file waiting in a worker's batch for ``get_small_many``."""
+    """A small file waiting in a worker's batch for ``get_small_many``, and the partial it will be written to."""
 
     item: _RemoteFile
     started: float
+    part: str
+
+
+def _close_quietly(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.close(fd)
 
 
 class _FileDownload:
@@ -576,24 +583,32 @@ class _FileDownload:
                 record = self._maybe_skip(fs, existing, started)
                 if record is not None:
                     return self._finish(fs, record)
-        if batch and self._batchable():
-            return _Pending(item, started)
+        if batch:
+            part = self._batch_part()
+            if part is not None:
+                return _Pending(item, started, part)
         return self._finish(fs, self._fetch(fs, started))
 
-    def _batchable(self) -> bool:
-        """A small file with nothing to resume and ``verify="size"``: read whole in the worker's batch."""
+    def _batch_part(self) -> str | None:
+        """The partial for a file read whole in the worker's batch, or None when it is not for a batch.
+
+        A batch takes a small file with nothing to resume and ``verify="size"``.
+        """
         item = self.item
         if item.size is None or item.size > _SMALL_FILE or self.opts.verify != "size":
-            return False
+            return None
         part = local_partial_name(item.local, item.remote, item.size, item.mtime)
-        return part is None or not os.path.lexists(part)
+        if part is None:
+            name = f".{os.path.basename(item.local)[:200]}.{os.getpid()}.part"
+            return os.path.join(os.path.dirname(item.local), name)
+        return None if os.path.lexists(part) else part
 
-    def write_small(self, data: bytes | SecureTransferError) -> _Written:
+    def write_small(self, pending: _Pending, data: bytes | SecureTransferError) -> _Written:
         """First half of landing a small file read by ``get_small_many``: check it, write its partial.
 
-        Not yet fsynced: a batch writes all its partials, then fsyncs them (on ext4 the first
-        fsync's journal commit carries the others' data, so theirs return at once), then lands
-        them (:meth:`land_small`).
+        The partial stays open and not yet fsynced: a batch writes all its partials, then fsyncs
+        them (on ext4 the first fsync's journal commit carries the others' data, so theirs return at
+        once), then lands them (:meth:`land_small`, which closes it).
         """
         if isinstance(data, SecureTransferError):
             raise data
@@ -605,36 +620,38 @@ class _FileDownload:
             )
         digest = hashlib.sha256(data).hexdigest()
         in_manifest = self.shared.check_manifest(item, len(data), digest)
-        part = local_partial_name(item.local, item.remote, item.size, item.mtime) or os.path.join(
-            os.path.dirname(item.local), f".{os.path.basename(item.local)[:200]}.{os.getpid()}.part"
-        )
+        part = pending.part
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
             fd = os.open(part, flags, 0o666)
         except OSError as exc:
             raise _local_write_error(exc, part) from None
         try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
         except OSError as exc:
+            _close_quietly(fd)
             _remove_local(part)
             raise _local_write_error(exc, part) from None
-        return _Written(part, len(data), digest, in_manifest)
+        return _Written(part, fd, len(data), digest, in_manifest)
 
     def land_small(self, fs: RemoteFS, pending: _Pending, written: _Written) -> TransferRecord:
-        """Second half: fsync the partial, set its time, ``os.replace`` it (the directory is fsynced by the caller)."""
+        """Second half: set the partial's time, fsync and close it, ``os.replace`` it (the caller fsyncs the directory).
+
+        The time is set before the fsync, which then makes it durable with the bytes.
+        """
         item = self.item
         part = written.part
         try:
             try:
-                fd = os.open(part, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
                 try:
-                    os.fsync(fd)
+                    self._set_local_mtime(part, written.fd)
+                    os.fsync(written.fd)
                 finally:
-                    os.close(fd)
+                    os.close(written.fd)
             except OSError as exc:
                 raise _local_write_error(exc, part) from None
-            self._set_local_mtime(part)
             os.replace(part, item.local)
         except BaseException:
             _remove_local(part)
@@ -653,11 +670,13 @@ class _FileDownload:
         )
         return self._finish(fs, record)
 
-    def _set_local_mtime(self, part: str) -> None:
+    def _set_local_mtime(self, part: str, fd: int | None = None) -> None:
+        """Give *part* the remote modification time (through *fd* when given: no path lookup)."""
         if not self.opts.preserve_mtime:
             return
         if self.item.mtime is not None:
-            os.utime(part, (self.item.mtime, self.item.mtime))
+            target: int | str = fd if fd is not None and os.utime in os.supports_fd else part
+            os.utime(target, (self.item.mtime, self.item.mtime))
             return
         self.shared.say_once(
             "mtime-unknown",
@@ -1018,20 +1037,32 @@ class _DownloadStep:
         answers = cast("SupportsGetSmallMany", fs).get_small_many([(p.item.remote, p.item.size or 0) for p in batch])
         steps = [_FileDownload(p.item, conn, self.shared) for p in batch]
         written: list[_Written | BaseException] = []
-        for step, data in zip(steps, answers, strict=True):
-            try:
-                written.append(step.write_small(data))
-            except Exception as exc:
-                written.append(exc)
+        #: Partials written and still open here (land_small closes the one it is given).
+        held: dict[int, _Written] = {}
         out: list[TransferRecord | BaseException] = []
-        for step, p, w in zip(steps, batch, written, strict=True):
-            if isinstance(w, BaseException):
-                out.append(w)
-                continue
-            try:
-                out.append(step.land_small(fs, p, w))
-            except Exception as exc:
-                out.append(exc)
+        try:
+            for step, p, data in zip(steps, batch, answers, strict=True):
+                try:
+                    done = step.write_small(p, data)
+                except Exception as exc:
+                    written.append(exc)
+                    continue
+                held[id(done)] = done
+                written.append(done)
+            for step, p, w in zip(steps, batch, written, strict=True):
+                if isinstance(w, BaseException):
+                    out.append(w)
+                    continue
+                del held[id(w)]
+                try:
+                    out.append(step.land_small(fs, p, w))
+                except Exception as exc:
+                    out.append(exc)
+        finally:
+            # Interrupted (KeyboardInterrupt, a task timeout): no partial left open or behind.
+            for w in held.values():
+                _close_quietly(w.fd)
+                _remove_local(w.part)
         # The renames of the batch made durable: one fsync per directory, before any record is reported.
         for directory in sorted({os.path.dirname(p.item.local) for p in batch}):
             _fsync_dir(directory)
