@@ -55,6 +55,7 @@ import os
 import posixpath
 import re
 import stat
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -489,6 +490,20 @@ class _Shared(RunContext):
     remote_made_dirs: set[str] = field(default_factory=set)
     #: ``download(manifest=...)``: absolute remote path -> what the producer uploaded.
     manifest: dict[str, ManifestEntry] | None = None
+    #: One lock per local directory, held while a small file's partial is created or renamed there.
+    #: The kernel serialises these on the directory anyway (its i_rwsem); the workers waiting for it
+    #: there spin on a CPU (rwsem optimistic spinning) while the holder allocates an inode, which on
+    #: ext4 after many deletions scans the recently deleted ones: 15 % of the operator's CPU in a
+    #: profile of 500 x 8 KiB on 4 connections. Waiting here, they sleep.
+    dir_locks: dict[str, threading.Lock] = field(default_factory=dict)
+
+    def dir_lock(self, directory: str) -> threading.Lock:
+        """The lock of the local *directory* (see ``dir_locks``)."""
+        with self.lock:
+            found = self.dir_locks.get(directory)
+            if found is None:
+                found = self.dir_locks[directory] = threading.Lock()
+            return found
 
     def check_manifest(self, item: _RemoteFile, size: int, sha256: str) -> bool:
         """Compare a downloaded file with its manifest entry; True when it has one and it matches.
@@ -623,7 +638,8 @@ class _FileDownload:
         part = pending.part
         flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(part, flags, 0o666)
+            with self.shared.dir_lock(os.path.dirname(part)):
+                fd = os.open(part, flags, 0o666)
         except OSError as exc:
             raise _local_write_error(exc, part) from None
         try:
@@ -652,7 +668,8 @@ class _FileDownload:
                     os.close(written.fd)
             except OSError as exc:
                 raise _local_write_error(exc, part) from None
-            os.replace(part, item.local)
+            with self.shared.dir_lock(os.path.dirname(item.local)):
+                os.replace(part, item.local)
         except BaseException:
             _remove_local(part)
             raise
