@@ -537,12 +537,12 @@ def _remove_local(path: str) -> None:
         os.unlink(path)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Written:
-    """A small file's partial, written and checked, still open (*fd*) and not yet fsynced."""
+    """A small file's partial, written and checked, still open (*fd*; None once closed) and not yet fsynced."""
 
     part: str
-    fd: int
+    fd: int | None
     size: int
     digest: str
     in_manifest: bool
@@ -660,12 +660,18 @@ class _FileDownload:
         item = self.item
         part = written.part
         try:
+            fd = written.fd
+            if fd is None:
+                raise LocalPathError(f"{part}: closed before it was landed", path=part)
             try:
                 try:
-                    self._set_local_mtime(part, written.fd)
-                    os.fsync(written.fd)
+                    self._set_local_mtime(part, fd)
+                    os.fsync(fd)
                 finally:
-                    os.close(written.fd)
+                    # Forget it first: should an interrupt come in between, a descriptor leaks rather than
+                    # the caller's cleanup closing a number another thread may have been given since.
+                    written.fd = None
+                    os.close(fd)
             except OSError as exc:
                 raise _local_write_error(exc, part) from None
             with self.shared.dir_lock(os.path.dirname(item.local)):
@@ -1054,32 +1060,29 @@ class _DownloadStep:
         answers = cast("SupportsGetSmallMany", fs).get_small_many([(p.item.remote, p.item.size or 0) for p in batch])
         steps = [_FileDownload(p.item, conn, self.shared) for p in batch]
         written: list[_Written | BaseException] = []
-        #: Partials written and still open here (land_small closes the one it is given).
-        held: dict[int, _Written] = {}
         out: list[TransferRecord | BaseException] = []
         try:
             for step, p, data in zip(steps, batch, answers, strict=True):
                 try:
-                    done = step.write_small(p, data)
+                    written.append(step.write_small(p, data))
                 except Exception as exc:
                     written.append(exc)
-                    continue
-                held[id(done)] = done
-                written.append(done)
             for step, p, w in zip(steps, batch, written, strict=True):
                 if isinstance(w, BaseException):
                     out.append(w)
                     continue
-                del held[id(w)]
                 try:
                     out.append(step.land_small(fs, p, w))
                 except Exception as exc:
                     out.append(exc)
         finally:
-            # Interrupted (KeyboardInterrupt, a task timeout): no partial left open or behind.
-            for w in held.values():
-                _close_quietly(w.fd)
-                _remove_local(w.part)
+            # Interrupted (KeyboardInterrupt, a task timeout): no partial left open or behind. land_small
+            # closed (fd None) and landed or removed the ones it was given.
+            for w in written:
+                if isinstance(w, _Written) and w.fd is not None:
+                    _close_quietly(w.fd)
+                    w.fd = None
+                    _remove_local(w.part)
         # The renames of the batch made durable: one fsync per directory, before any record is reported.
         for directory in sorted({os.path.dirname(p.item.local) for p in batch}):
             _fsync_dir(directory)
