@@ -537,12 +537,11 @@ def _remove_local(path: str) -> None:
         os.unlink(path)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Written:
-    """A small file's partial, written and checked, still open (*fd*; None once closed) and not yet fsynced."""
+    """A small file's partial, written (not yet fsynced) and checked."""
 
     part: str
-    fd: int | None
     size: int
     digest: str
     in_manifest: bool
@@ -555,11 +554,6 @@ class _Pending:
     item: _RemoteFile
     started: float
     part: str
-
-
-def _close_quietly(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.close(fd)
 
 
 class _FileDownload:
@@ -621,9 +615,10 @@ class _FileDownload:
     def write_small(self, pending: _Pending, data: bytes | SecureTransferError) -> _Written:
         """First half of landing a small file read by ``get_small_many``: check it, write its partial.
 
-        The partial stays open and not yet fsynced: a batch writes all its partials, then fsyncs
-        them (on ext4 the first fsync's journal commit carries the others' data, so theirs return at
-        once), then lands them (:meth:`land_small`, which closes it).
+        Not yet fsynced: a batch writes all its partials, then fsyncs them (on ext4 the first
+        fsync's journal commit carries the others' data, so theirs return at once), then lands
+        them (:meth:`land_small`). Each is closed here: a batch of every worker held open would
+        take up to 16 x ``max_connections`` descriptors.
         """
         if isinstance(data, SecureTransferError):
             raise data
@@ -643,34 +638,33 @@ class _FileDownload:
         except OSError as exc:
             raise _local_write_error(exc, part) from None
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-        except OSError as exc:
-            _close_quietly(fd)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+        except BaseException as exc:
             _remove_local(part)
-            raise _local_write_error(exc, part) from None
-        return _Written(part, fd, len(data), digest, in_manifest)
+            if isinstance(exc, OSError):
+                raise _local_write_error(exc, part) from None
+            raise
+        return _Written(part, len(data), digest, in_manifest)
 
     def land_small(self, fs: RemoteFS, pending: _Pending, written: _Written) -> TransferRecord:
-        """Second half: set the partial's time, fsync and close it, ``os.replace`` it (the caller fsyncs the directory).
+        """Second half: set the partial's time and fsync it, ``os.replace`` it (the caller fsyncs the directory).
 
-        The time is set before the fsync, which then makes it durable with the bytes.
+        The time is set (through the descriptor) before the fsync, which then makes it durable with the bytes.
         """
         item = self.item
         part = written.part
         try:
-            fd = written.fd
-            if fd is None:
-                raise LocalPathError(f"{part}: closed before it was landed", path=part)
             try:
+                fd = os.open(part, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
                 try:
                     self._set_local_mtime(part, fd)
                     os.fsync(fd)
                 finally:
-                    # Forget it first: should an interrupt come in between, a descriptor leaks rather than
-                    # the caller's cleanup closing a number another thread may have been given since.
-                    written.fd = None
                     os.close(fd)
             except OSError as exc:
                 raise _local_write_error(exc, part) from None
@@ -1075,14 +1069,13 @@ class _DownloadStep:
                     out.append(step.land_small(fs, p, w))
                 except Exception as exc:
                     out.append(exc)
-        finally:
-            # Interrupted (KeyboardInterrupt, a task timeout): no partial left open or behind. land_small
-            # closed (fd None) and landed or removed the ones it was given.
+        except BaseException:
+            # Interrupted (KeyboardInterrupt, a task timeout): no partial left behind (a landed one was
+            # renamed away, so removing its old name does nothing).
             for w in written:
-                if isinstance(w, _Written) and w.fd is not None:
-                    _close_quietly(w.fd)
-                    w.fd = None
+                if isinstance(w, _Written):
                     _remove_local(w.part)
+            raise
         # The renames of the batch made durable: one fsync per directory, before any record is reported.
         for directory in sorted({os.path.dirname(p.item.local) for p in batch}):
             _fsync_dir(directory)

@@ -281,7 +281,7 @@ def test_remote_root_confines_every_path(any_server: AnyServer, tmp_path: Path) 
 def test_small_file_batch_interrupted_between_write_and_landing_leaves_nothing_open(
     asyncssh_server: AnyServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A batch's partials are held open from write to fsync; an interrupt in between closes and removes them."""
+    """A batch writes every partial before landing any; an interrupt in between leaves none open or behind."""
     from airflow_secure_transfer.transfer import download as download_module
 
     for i in range(5):
