@@ -94,8 +94,13 @@ class RemoteFS(Protocol):
         *,
         offset: int = 0,
         progress: ProgressCallback | None = None,
+        size: int | None = None,
     ) -> int:
-        """Copy *path* from byte *offset* to its end into *sink*; return the bytes read."""
+        """Copy *path* from byte *offset* to its end into *sink*; return the bytes read.
+
+        *size*: the file's size as the caller's listing gave it, a hint only (a client may then skip
+        asking the server for it); the end is still the server's end of file, wherever that is.
+        """
 
     def rename(self, source: str, target: str) -> None:
         """Rename *source* to *target*, replacing *target* if it exists."""

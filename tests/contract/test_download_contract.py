@@ -8,6 +8,7 @@ into ``tmp_path``, and compared byte for byte.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -275,3 +276,34 @@ def test_remote_root_confines_every_path(any_server: AnyServer, tmp_path: Path) 
     assert record.remote_path == remote(any_server, "inside", "f")
     with pytest.raises(RemotePathError, match="outside remote_root"):
         download(factory, "../escape/f", str(tmp_path / "g"), remote_root=root)
+
+
+def test_small_file_batch_interrupted_between_write_and_landing_leaves_nothing_open(
+    asyncssh_server: AnyServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch writes every partial before landing any; an interrupt in between leaves none open or behind."""
+    from airflow_secure_transfer.transfer import download as download_module
+
+    for i in range(5):
+        _plant(asyncssh_server, f"batch/f{i}.bin", os.urandom(1000 + i))
+    landed: list[str] = []
+    original = download_module._FileDownload.land_small
+
+    def land_then_interrupt(self: download_module._FileDownload, *args: object) -> object:
+        if landed:
+            raise KeyboardInterrupt
+        landed.append(self.item.local)
+        return original(self, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(download_module._FileDownload, "land_small", land_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        download(connect(asyncssh_server), remote(asyncssh_server, "batch"), str(tmp_path / "in"), max_connections=1)
+    open_files = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            open_files.append(os.readlink(f"/proc/self/fd/{fd}"))
+    assert not [f for f in open_files if str(tmp_path) in f]  # no partial left open
+    assert _partials(tmp_path) == []
+    (first,) = landed
+    assert sorted(p.name for p in (tmp_path / "in").iterdir()) == [os.path.basename(first)]
+    assert int(Path(first).stat().st_mtime) == _HOUR_AGO  # set through the open partial before its fsync

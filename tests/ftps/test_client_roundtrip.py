@@ -20,7 +20,7 @@ import pytest
 from airflow_secure_transfer.exceptions import RemotePathError
 from airflow_secure_transfer.security.tls import PinnedSSLSocket, format_fingerprint
 from airflow_secure_transfer.transfer.base import RemoteFS
-from airflow_secure_transfer.transfer.ftps import BLOCK_SIZE, FTPSClient
+from airflow_secure_transfer.transfer.ftps import BLOCK_SIZE, READ_BLOCK, FTPSClient
 from tests.servers import FTPSServer
 from tests.servers.proxy import RecordingProxy
 
@@ -35,7 +35,7 @@ def _remote(server: FTPSServer, name: str) -> str:
     return posixpath.join(server.writable_dir, name)
 
 
-@pytest.mark.parametrize("size", [0, 1, BLOCK_SIZE + 7, 5 * BLOCK_SIZE // 2])
+@pytest.mark.parametrize("size", [0, 1, READ_BLOCK, BLOCK_SIZE + 7, 5 * BLOCK_SIZE // 2])
 def test_upload_and_download_round_trip(ftps_server: FTPSServer, size: int) -> None:
     data = os.urandom(size)
     remote = _remote(ftps_server, "blob.bin")

@@ -140,6 +140,34 @@ def test_read_from_offset_and_empty_file(sftp_server: SFTPServer) -> None:
         assert client.stat(f"{d}/empty").size == 0  # type: ignore[union-attr]
 
 
+def test_read_with_the_listed_size_sends_no_fstat(sftp_server: SFTPServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download passes the listing's size: no FSTAT round trip, and the server's EOF still ends the copy."""
+    stats: list[object] = []
+    original = asyncssh.SFTPClientFile.stat
+
+    async def counting_stat(self: asyncssh.SFTPClientFile, *args: object, **kwargs: object) -> asyncssh.SFTPAttrs:
+        stats.append(self)
+        return await original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(asyncssh.SFTPClientFile, "stat", counting_stat)
+    data = os.urandom(600_001)  # several READs of 255 KiB and a short last one
+    d = sftp_server.writable_dir
+    with SFTPClient(make_settings(sftp_server)) as client:
+        client.write_from(f"{d}/a", io.BytesIO(data))
+        for listed in (len(data), 100, 0, len(data) + 300_000):  # as listed; the file grew; or shrank since
+            sink = io.BytesIO()
+            assert client.read_to(f"{d}/a", sink, size=listed) == len(data)
+            assert sink.getvalue() == data
+        sink = io.BytesIO()
+        assert client.read_to(f"{d}/a", sink, offset=500_000, size=len(data)) == len(data) - 500_000
+        assert sink.getvalue() == data[500_000:]
+        assert stats == []
+        client.read_to(f"{d}/a", io.BytesIO())  # no size given: FSTAT asks
+        assert len(stats) == 1
+        with pytest.raises(ConfigurationError, match="size must be >= 0"):
+            client.read_to(f"{d}/a", io.BytesIO(), size=-1)
+
+
 def test_small_blocks_and_few_requests_still_round_trip(
     sftp_server: SFTPServer, random_file: Callable[[int], Path], tmp_path: Path
 ) -> None:

@@ -199,7 +199,9 @@ class LocalDirFS:
         self.can_set_mtime = True
         return True
 
-    def read_to(self, path: str, sink: IO[bytes], *, offset: int = 0, progress: Any = None) -> int:
+    def read_to(
+        self, path: str, sink: IO[bytes], *, offset: int = 0, progress: Any = None, size: int | None = None
+    ) -> int:
         self._check()
         with self.server.lock:
             self.server.reads.append(path)
