@@ -199,6 +199,23 @@ class SupportsPutSmallMany(SupportsPutSmall, Protocol):
 
 
 @runtime_checkable
+class SupportsAssemble(Protocol):
+    """A :class:`RemoteFS` that copies files into one on the server (SFTP ``copy-data``).
+
+    ``can_assemble`` says whether the server offers it (OpenSSH 9.0+, asyncssh).
+    ``assemble(target, parts)`` creates or truncates *target* and copies each ``(path, offset,
+    length)`` part, which must hold exactly *length* bytes (else
+    :class:`~airflow_secure_transfer.exceptions.IntegrityError`), to *offset* in it, server-side:
+    no file bytes cross the network. The engine uses it to join the segments of a large upload
+    sent over several connections (see :mod:`~airflow_secure_transfer.transfer.segments`).
+    """
+
+    can_assemble: bool
+
+    def assemble(self, target: str, parts: Sequence[tuple[str, int, int]]) -> None: ...
+
+
+@runtime_checkable
 class SupportsGetSmallMany(Protocol):
     """A :class:`RemoteFS` that reads several small files whole in one overlapped exchange (SFTP).
 

@@ -87,9 +87,11 @@ from airflow_secure_transfer.exceptions import (
     TransportError,
 )
 from airflow_secure_transfer.security.paths import check_name, resolve_remote
+from airflow_secure_transfer.transfer import segments as _segments
 from airflow_secure_transfer.transfer.base import (
     RemoteEntry,
     RemoteFS,
+    SupportsAssemble,
     SupportsMtimeQuery,
     SupportsPutSmall,
     SupportsPutSmallMany,
@@ -353,6 +355,8 @@ class _Shared(RunContext):
     #: Set once a server reported a modification time other than the one just set: from then
     #: on this run, no time it reports is evidence of identity.
     mtime_untrusted: bool = False
+    #: The run's ``max_connections`` (a large file's segment layout depends on it, see ``segments``).
+    max_connections: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +385,46 @@ def _local_digest(path: str, algorithm: str, cancel: threading.Event) -> str:
                 raise Cancelled
             h.update(chunk)
     return h.hexdigest()
+
+
+class _BackgroundHash:
+    """Hash a local file in order in a thread, while its segments are sent out of order."""
+
+    def __init__(self, local: LocalFile, hashers: Sequence[_Hash], cancel: threading.Event) -> None:
+        self._local = local
+        self._hashers = hashers
+        self._cancel = cancel
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._run, name="segment-hash", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            with open(self._local.path, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    if self._cancel.is_set() or self._stop.is_set():
+                        raise Cancelled
+                    for h in self._hashers:
+                        h.update(chunk)
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self) -> None:
+        """Wait for the digest; raise what the read met (the verify checks the file's identity after)."""
+        while not self._done.wait(1.0):
+            pass
+        if isinstance(self._error, OSError):
+            raise LocalPathError(
+                f"cannot read local file {self._local.path!r}: {self._error.strerror}", path=self._local.path
+            ) from None
+        if self._error is not None:
+            raise self._error
 
 
 class _Unknown:
@@ -667,6 +711,9 @@ class _FileUpload:
             else:
                 # Larger than the source, or of unknown size: it cannot be the start of this file.
                 fs.remove(part)
+        split = self._segment_plan(fs, local, part, offset)
+        if split is not None:
+            return self._send_segmented(fs, local, target, part, *split, started)
         small = offset == 0 and local.size <= _SMALL_FILE and self.opts.verify == "size"
         if small and isinstance(fs, SupportsPutSmall):
             return self._send_small(fs, raw, local, target, part, started)
@@ -715,6 +762,134 @@ class _FileUpload:
             verified="checksum" if self.opts.verify == "checksum" else "size",
             size=local.size,
         )
+
+    def _segment_plan(
+        self, fs: RemoteFS, local: LocalFile, part: str, offset: int
+    ) -> tuple[list[_segments.Segment], list[Connection]] | None:
+        """Whether to send *local* in segments over several connections; their layout and lent connections.
+
+        See :mod:`~airflow_secure_transfer.transfer.segments` for the rules (and what a retry finds).
+        """
+        lender = self.shared.lender
+        if (
+            local.size < _segments.SEGMENT_MIN_FILE
+            or lender is None
+            or not isinstance(fs, SupportsAssemble)
+            or not fs.can_assemble
+        ):
+            return None
+        layout = _segments.layout(local.size, self.shared.max_connections, part)
+        if not layout:
+            return None
+        if offset > 0:
+            # A partial: an unfinished assembly while segment 1 exists, else a single stream's prefix
+            # (or a verified assembly whose segments were being removed): resume that one.
+            if fs.stat(layout[0].path) is None:
+                return None
+            return layout, lender.lend(len(layout) - 1)
+        lent = lender.lend(len(layout) - 1)
+        if not lent and fs.stat(layout[0].path) is None:
+            return None  # nobody to share the work with, and nothing from an earlier try: one stream
+        return layout, lent
+
+    def _send_segmented(
+        self,
+        fs: RemoteFS,
+        local: LocalFile,
+        target: str,
+        part: str,
+        layout: list[_segments.Segment],
+        lent: list[Connection],
+        started: float,
+    ) -> TransferRecord:
+        """Send *local* as *layout*'s segments, assemble them into *part*, verify, rename (see ``segments``)."""
+        shared = self.shared
+        assert shared.lender is not None
+        hashers: dict[str, _Hash] = {"sha256": hashlib.sha256()}
+        algorithm = self.conn.checksum_algorithm
+        if self.opts.verify == "checksum" and algorithm and algorithm != "sha256":
+            hashers[algorithm] = _new_hash(algorithm)
+        hashing = _BackgroundHash(local, list(hashers.values()), shared.cancel)
+        shared.log.info("uploading %s in %d segments over up to %d connections", target, len(layout), 1 + len(lent))
+        try:
+            sent = _segments.run_segments(
+                self.conn,
+                lent,
+                layout,
+                lambda seg_fs, seg: self._send_segment(seg_fs, local, seg),
+                cancel=shared.cancel,
+                log=shared.log,
+            )
+        except BaseException:
+            hashing.stop()
+            raise
+        finally:
+            shared.lender.give_back(lent)
+        hashing.join()
+        paths = [s.path for s in layout]
+        try:
+            assert isinstance(fs, SupportsAssemble)
+            fs.assemble(part, [(s.path, s.start, s.length) for s in layout])
+            mtime = self._set_mtime(fs, part, local)
+            self._verify(fs, part, local, hashers, mtime)
+            # Segment 1 last: a retry that finds the partial without it knows the partial was verified.
+            for path in reversed(paths):
+                fs.remove(path)
+            fs.rename(part, target)
+        except (Cancelled, TransportError, _ShortUpload):
+            raise  # a cut connection: the segments (and the partial) stay for the next try
+        except SecureTransferError:
+            for path in [part, *paths]:
+                safe_remove(fs, path)
+            raise
+        moved = sum(n for n, _ in sent)
+        return TransferRecord(
+            local_path=local.path,
+            remote_path=target,
+            bytes=moved,
+            sha256=hashers["sha256"].hexdigest(),
+            seconds=time.monotonic() - started,
+            resumed=any(resumed for _, resumed in sent),
+            skipped=False,
+            verified="checksum" if self.opts.verify == "checksum" else "size",
+            size=local.size,
+        )
+
+    def _send_segment(self, fs: RemoteFS, local: LocalFile, segment: _segments.Segment) -> tuple[int, bool]:
+        """Send one segment to its own partial, resuming from that partial's size; return (bytes sent, resumed)."""
+        entry = fs.stat(segment.path)
+        offset = 0
+        if entry is not None:
+            if entry.is_dir:
+                raise RemotePathError(f"temporary path {segment.path!r} is a directory; remove it", path=segment.path)
+            if entry.size is not None and 0 <= entry.size <= segment.length:
+                offset = entry.size
+            else:
+                fs.remove(segment.path)  # longer than the segment: not ours
+        if offset:
+            self.shared.progress.accounted(offset)
+        if offset == segment.length:
+            return 0, True
+        try:
+            raw = open(local.path, "rb")  # closed below
+        except OSError as exc:
+            raise LocalPathError(f"cannot open local file {local.path!r}: {exc.strerror}", path=local.path) from None
+        try:
+            st = os.fstat(raw.fileno())
+            if st.st_size != local.size or st.st_mtime_ns != local.mtime_ns:
+                raise IntegrityError(f"local file {local.path!r} changed while it was being uploaded; not renamed")
+            raw.seek(segment.start + offset)
+            reader = _HashingReader(raw, segment.length - offset, [], self.shared.progress.sent, self.shared.cancel)
+            try:
+                fs.write_from(segment.path, cast("IO[bytes]", reader), offset=offset)
+            except (Cancelled, TransportError, _ShortUpload):
+                raise
+            except SecureTransferError:
+                safe_remove(fs, segment.path)
+                raise
+        finally:
+            raw.close()
+        return reader.count, offset > 0
 
     def _send_small(
         self, fs: SupportsPutSmall, raw: io.BufferedReader, local: LocalFile, target: str, part: str, started: float
@@ -993,6 +1168,7 @@ def upload(
         progress=progress,
         log=log,
         busy_wait=busy_wait,
+        max_connections=max_connections,
     )
     log.info(
         "uploading %d file(s), %s, to %s over up to %d connection(s)",
@@ -1005,7 +1181,8 @@ def upload(
         log.info("nothing to upload: %s contains no files", local_path)
         return []
     step = _UploadStep(plan, shared, replan)
-    run: Runner[PlannedFile, _Pending] = Runner(step, connect, shared, workers, verb="uploading")
+    # The runner starts at most one worker per file; the other slots are lent to a large file's segments.
+    run: Runner[PlannedFile, _Pending] = Runner(step, connect, shared, max_connections, verb="uploading")
     started = time.monotonic()
     try:
         run.execute()
