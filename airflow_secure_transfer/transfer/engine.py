@@ -772,7 +772,8 @@ class _FileUpload:
         """
         lender = self.shared.lender
         if (
-            local.size < _segments.SEGMENT_MIN_FILE
+            offset > 0  # a single stream's partial (segments never write it): continue that one
+            or local.size < _segments.SEGMENT_MIN_FILE
             or lender is None
             or not isinstance(fs, SupportsAssemble)
             or not fs.can_assemble
@@ -781,12 +782,6 @@ class _FileUpload:
         layout = _segments.layout(local.size, self.shared.max_connections, part)
         if not layout:
             return None
-        if offset > 0:
-            # A partial: an unfinished assembly while segment 1 exists, else a single stream's prefix
-            # (or a verified assembly whose segments were being removed): resume that one.
-            if fs.stat(layout[0].path) is None:
-                return None
-            return layout, lender.lend(len(layout) - 1)
         lent = lender.lend(len(layout) - 1)
         if not lent and fs.stat(layout[0].path) is None:
             return None  # nobody to share the work with, and nothing from an earlier try: one stream
@@ -802,46 +797,52 @@ class _FileUpload:
         lent: list[Connection],
         started: float,
     ) -> TransferRecord:
-        """Send *local* as *layout*'s segments, assemble them into *part*, verify, rename (see ``segments``)."""
+        """Send *local* as *layout*'s segments, each copied into the assembly as it is complete; verify, rename.
+
+        See :mod:`~airflow_secure_transfer.transfer.segments`.
+        """
         shared = self.shared
-        assert shared.lender is not None
+        assert shared.lender is not None and isinstance(fs, SupportsAssemble)
+        assembly = _segments.assembly_path(part, len(layout))
         hashers: dict[str, _Hash] = {"sha256": hashlib.sha256()}
         algorithm = self.conn.checksum_algorithm
         if self.opts.verify == "checksum" and algorithm and algorithm != "sha256":
             hashers[algorithm] = _new_hash(algorithm)
         hashing = _BackgroundHash(local, list(hashers.values()), shared.cancel)
         shared.log.info("uploading %s in %d segments over up to %d connections", target, len(layout), 1 + len(lent))
+        lender = shared.lender
         try:
-            sent = _segments.run_segments(
+            run = _segments.run_segments(
                 self.conn,
                 lent,
                 layout,
-                lambda seg_fs, seg: self._send_segment(seg_fs, local, seg),
+                lambda seg_fs, seg: self._send_segment(seg_fs, local, seg, assembly),
+                release=lambda conn: lender.give_back([conn]),
                 cancel=shared.cancel,
                 log=shared.log,
             )
         except BaseException:
             hashing.stop()
             raise
-        finally:
-            shared.lender.give_back(lent)
-        hashing.join()
         paths = [s.path for s in layout]
         try:
-            assert isinstance(fs, SupportsAssemble)
-            fs.assemble(part, [(s.path, s.start, s.length) for s in layout])
-            mtime = self._set_mtime(fs, part, local)
-            self._verify(fs, part, local, hashers, mtime)
-            # Segment 1 last: a retry that finds the partial without it knows the partial was verified.
-            for path in reversed(paths):
-                fs.remove(path)
-            fs.rename(part, target)
+            hashing.join()
+            mtime = self._set_mtime(fs, assembly, local)
+            self._verify(fs, assembly, local, hashers, mtime)
+            fs.rename(assembly, target)
         except (Cancelled, TransportError, _ShortUpload):
-            raise  # a cut connection: the segments (and the partial) stay for the next try
+            raise  # a cut connection: the segments stay for the next try (the assembly is never trusted)
         except SecureTransferError:
-            for path in [part, *paths]:
+            for path in [assembly, *paths]:
                 safe_remove(fs, path)
             raise
+        finally:
+            run.wait_closed()  # the lent connections closed meanwhile
+        # Only now: until the final name holds the verified file, the segments are what a retry resumes from.
+        for path, error in zip(paths, self._remove_quietly(fs, paths), strict=True):
+            if error is not None:
+                shared.log.warning("could not remove the segment %s after the upload: %s", path, error)
+        sent = run.results
         moved = sum(n for n, _ in sent)
         return TransferRecord(
             local_path=local.path,
@@ -855,8 +856,20 @@ class _FileUpload:
             size=local.size,
         )
 
-    def _send_segment(self, fs: RemoteFS, local: LocalFile, segment: _segments.Segment) -> tuple[int, bool]:
-        """Send one segment to its own partial, resuming from that partial's size; return (bytes sent, resumed)."""
+    @staticmethod
+    def _remove_quietly(fs: SupportsAssemble, paths: list[str]) -> list[SecureTransferError | None]:
+        try:
+            return fs.remove_many(paths)
+        except SecureTransferError as exc:  # the file is in place: a lost connection now costs leftovers only
+            return [exc] * len(paths)
+
+    def _send_segment(
+        self, fs: RemoteFS, local: LocalFile, segment: _segments.Segment, assembly: str
+    ) -> tuple[int, bool]:
+        """Send one segment to its own partial (resumed from that partial's size), then copy it into *assembly*.
+
+        :returns: (bytes sent, resumed).
+        """
         entry = fs.stat(segment.path)
         offset = 0
         if entry is not None:
@@ -868,8 +881,22 @@ class _FileUpload:
                 fs.remove(segment.path)  # longer than the segment: not ours
         if offset:
             self.shared.progress.accounted(offset)
-        if offset == segment.length:
-            return 0, True
+        count = 0
+        try:
+            if offset < segment.length:
+                count = self._write_segment(fs, local, segment, offset)
+            self.shared.log.debug("segment %d of %d: %d bytes sent", segment.index + 1, segment.count, count)
+            # Server-side, while the other connections still send theirs (the size is checked first).
+            cast("SupportsAssemble", fs).assemble(assembly, [(segment.path, segment.start, segment.length)])
+            self.shared.log.debug("segment %d of %d: copied", segment.index + 1, segment.count)
+        except (Cancelled, TransportError, _ShortUpload):
+            raise
+        except SecureTransferError:
+            safe_remove(fs, segment.path)
+            raise
+        return count, offset > 0
+
+    def _write_segment(self, fs: RemoteFS, local: LocalFile, segment: _segments.Segment, offset: int) -> int:
         try:
             raw = open(local.path, "rb")  # closed below
         except OSError as exc:
@@ -880,16 +907,10 @@ class _FileUpload:
                 raise IntegrityError(f"local file {local.path!r} changed while it was being uploaded; not renamed")
             raw.seek(segment.start + offset)
             reader = _HashingReader(raw, segment.length - offset, [], self.shared.progress.sent, self.shared.cancel)
-            try:
-                fs.write_from(segment.path, cast("IO[bytes]", reader), offset=offset)
-            except (Cancelled, TransportError, _ShortUpload):
-                raise
-            except SecureTransferError:
-                safe_remove(fs, segment.path)
-                raise
+            fs.write_from(segment.path, cast("IO[bytes]", reader), offset=offset)
         finally:
             raw.close()
-        return reader.count, offset > 0
+        return reader.count
 
     def _send_small(
         self, fs: SupportsPutSmall, raw: io.BufferedReader, local: LocalFile, target: str, part: str, started: float

@@ -12,34 +12,37 @@ How (the engine's ``_FileUpload`` drives it; this module holds the layout and th
     .name.<id>.seg<i>of<n>.part         each segment is its own hidden partial, written by one
                                         connection in order, so its size on the server proves
                                         its prefix (the same evidence as a whole-file resume)
-    stat + write_from(offset=size)      per segment, on whichever connection takes it
-                                        (the worker's own, plus the ones the runner can lend)
-    assemble(.name.<id>.part, parts)    server-side copy-data of every segment to its offset
-                                        (each segment's size checked first); no byte crosses
-                                        the network again
-    set_mtime, verify (size; checksum)  on the assembled partial, exactly as for one stream;
-                                        the SHA-256 is the whole file's, hashed in order by a
-                                        local thread while the segments are sent
-    remove seg<n>..seg2, then seg1      only after the verify, seg1 last (see below)
-    rename(part, target)                the final name only ever holds the verified file
+    per segment, on whichever           stat, write_from(offset=its size), then copy-data into
+    connection takes it                 .name.<id>.<n>seg.part (the assembly) at the segment's
+                                        offset, server-side, after checking the segment's size;
+                                        the copy overlaps the other connections' sending
+    set_mtime, verify (size; checksum)  on the assembly, exactly as for one stream; the SHA-256
+                                        is the whole file's, hashed in order by a local thread
+                                        while the segments are sent
+    rename(assembly, target)            the final name only ever holds the verified file
+    remove the segments                 only now (one exchange): until the final name holds the
+                                        verified file, the segments are the resume state
 
 Why separate files and copy-data, not several writers into one partial: SFTP cannot tell
 which ranges of a file hold data (a hole reads as zeros and the size says nothing), so a
 retry of writers-at-offsets could only trust a record of its own progress. Separate
 segment files keep the only evidence the engine trusts for a resume -- the size of a file
 that one connection wrote in order -- at the price of one server-side copy of the file
-(no network bytes; ~0.2 s for 256 MiB on the test machine). A server without ``copy-data``
-(OpenSSH before 9.0, most commercial servers) gets the single stream, as before.
+(no network bytes, overlapped with the sending). A server without ``copy-data`` (OpenSSH
+before 9.0, most commercial servers) gets the single stream, as before.
 
 What a retry finds, and does:
 
-* segment files: each resumes from its size (at most its length; a longer one is removed);
-* the assembled partial *and* segment 1: an assembly that did not finish (copies may land in
-  any order, so its size proves nothing): it is assembled again from the segments;
-* the assembled partial without segment 1: segment 1 is removed last, after the verify, so
-  the partial was verified; or a single-stream upload left it: either way the ordinary
-  single-stream resume goes on from its size (and verifies again);
-* neither, and no connection to lend: one stream, as before.
+* segment files: each resumes from its size (at most its length; a longer one is removed),
+  and each is copied into the assembly again;
+* the assembly: never trusted (copies land in any order, a hole reads as zeros): every
+  segment is copied into it again, and the verify decides;
+* the file's single-stream partial (``.name.<id>.part``, which segments never write): the
+  single-stream resume goes on from its size, as before;
+* nothing, and no connection to lend: one stream, as before.
+
+A cut after the rename leaves segment files that a rerun (``overwrite="replace"``) turns into
+the file again without sending them; ``skip_identical`` skips the file and leaves them.
 
 A worker only splits a file when the runner lends it connections (free worker slots, an
 empty queue: a run of many files does not split), or when segment files from an earlier
@@ -58,13 +61,23 @@ import queue
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Final, Generic, TypeVar
 
 from airflow_secure_transfer.exceptions import SecureTransferError, TransportError
 from airflow_secure_transfer.transfer.base import RemoteFS
 from airflow_secure_transfer.transfer.runner import Cancelled, Connection, Log, caused_by_cancel
 
-__all__ = ["MAX_SEGMENTS", "MIN_SEGMENT", "SEGMENT_MIN_FILE", "Segment", "layout", "run_segments", "segment_path"]
+__all__ = [
+    "MAX_SEGMENTS",
+    "MIN_SEGMENT",
+    "SEGMENT_MIN_FILE",
+    "Segment",
+    "SegmentRun",
+    "assembly_path",
+    "layout",
+    "run_segments",
+    "segment_path",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -96,6 +109,11 @@ def segment_path(part: str, index: int, count: int) -> str:
     return f"{stem}.seg{index + 1}of{count}.part"
 
 
+def assembly_path(part: str, count: int) -> str:
+    """The hidden file the *count* segments are copied into, verified, then renamed to the target."""
+    return f"{part.removesuffix('.part')}.{count}seg.part"
+
+
 def layout(size: int, max_connections: int, part: str) -> list[Segment]:
     """Split *size* bytes into segments for *part*; fewer than two means: do not split.
 
@@ -117,19 +135,36 @@ def layout(size: int, max_connections: int, part: str) -> list[Segment]:
     return [Segment(s.index, count, s.start, s.length, segment_path(part, s.index, count)) for s in segments]
 
 
+@dataclass
+class SegmentRun(Generic[T]):
+    """What :func:`run_segments` returns: the results, and a wait for the lent connections' closing."""
+
+    results: list[T]
+    _closed: threading.Event
+
+    def wait_closed(self) -> None:
+        """Wait until every lent connection is closed and given back (they close while the caller goes on)."""
+        while not self._closed.wait(1.0):
+            pass
+
+
 def run_segments(
     own: Connection,
     lent: Sequence[Connection],
     segments: Sequence[Segment],
     send: Callable[[RemoteFS, Segment], T],
     *,
+    release: Callable[[Connection], None],
     cancel: threading.Event,
     log: Log,
-) -> list[T]:
+) -> SegmentRun[T]:
     """Send every segment with *send*, over *own* (in this thread) and each *lent* connection (a thread each).
 
     Each connection takes the next segment until none is left or one failed. A lent connection
-    that cannot open (``TransportError``) leaves its segments to the others.
+    that cannot open (``TransportError``) leaves its segments to the others. Each lent connection
+    is handed to *release* by its thread once it has no segment left: its closing (a round trip
+    or two) overlaps the caller's next steps; :meth:`SegmentRun.wait_closed` waits for all of them
+    (done here already when this raises).
 
     :returns: *send*'s results in segment order.
     :raises: the first error of a segment (a non-retryable one first); ``Cancelled`` when the run
@@ -171,10 +206,12 @@ def run_segments(
             with lock:
                 results[segment.index] = result
 
-    remaining = [len(lent)]
+    remaining = [len(lent), len(lent)]  # still sending, not yet released
     all_done = threading.Event()
+    all_closed = threading.Event()
     if not lent:
         all_done.set()
+        all_closed.set()
 
     def helper(conn: Connection) -> None:
         try:
@@ -184,9 +221,17 @@ def run_segments(
                 remaining[0] -= 1
                 if remaining[0] == 0:
                     all_done.set()
+            try:
+                release(conn)
+            finally:
+                with lock:
+                    remaining[1] -= 1
+                    if remaining[1] == 0:
+                        all_closed.set()
 
     for i, conn in enumerate(lent, 2):
         threading.Thread(target=helper, args=(conn,), name=f"segment-{i}", daemon=True).start()
+    run: SegmentRun[T] = SegmentRun([], all_closed)
     try:
         loop(own, False)
         # Event.wait, not Thread.join (see Runner._parallel): interruptible without a stuck lock.
@@ -195,12 +240,16 @@ def run_segments(
     except BaseException:
         cancel.set()  # a task timeout, SIGTERM: the helpers stop at their next block
         all_done.wait()
+        run.wait_closed()
         raise
+    if errors or cancel.is_set() or len(results) != len(segments):
+        run.wait_closed()
     if errors:
         first = next((e for e in errors if not (isinstance(e, SecureTransferError) and e.retryable)), errors[0])
         raise first
     if cancel.is_set() or len(results) != len(segments):
-        if not cancel.is_set() and not errors:  # pragma: no cover - every connection gave up without an error
+        if not cancel.is_set():  # pragma: no cover - every connection gave up without an error
             raise TransportError("no connection could send the remaining segments")
         raise Cancelled
-    return [results[s.index] for s in segments]
+    run.results = [results[s.index] for s in segments]
+    return run

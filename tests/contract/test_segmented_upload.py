@@ -191,7 +191,7 @@ def test_cut_then_retry_resends_only_what_the_segments_lack(sftp_server: SFTPSer
 
 
 def test_unfinished_assembly_is_assembled_again(sftp_server: SFTPServer, big: tuple[Path, str]) -> None:
-    """Complete segment files and a full-size partial of garbage (a cut assembly): nothing is sent, all is right."""
+    """Complete segment files and a full-size assembly of garbage (a cut copy): nothing is sent, all is right."""
     src, digest = big
     target = remote(sftp_server, "big.bin")
     (local,) = expand_local(str(src))[0]
@@ -205,7 +205,7 @@ def test_unfinished_assembly_is_assembled_again(sftp_server: SFTPServer, big: tu
         path = root / s.path.removeprefix(prefix)
         path.write_bytes(data[s.start : s.start + s.length])
         _as_server_user(sftp_server, path)
-    garbage = root / part.removeprefix(prefix)
+    garbage = root / segments.assembly_path(part, len(layout)).removeprefix(prefix)
     garbage.write_bytes(b"\0" * SIZE)
     _as_server_user(sftp_server, garbage)
     (record,) = upload(CountingFactory(settings_for(sftp_server)), str(src), target, max_connections=4)
