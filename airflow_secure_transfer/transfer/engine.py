@@ -782,9 +782,21 @@ class _FileUpload:
         layout = _segments.layout(local.size, self.shared.max_connections, part)
         if not layout:
             return None
+        # One stat says whether an earlier try left segments, and how far the server is (its round trip).
+        began = time.monotonic()
+        earlier = fs.stat(layout[0].path)
+        rtt = time.monotonic() - began
+        if earlier is None:
+            if rtt >= _segments.SEGMENT_MIN_RTT:  # a second look: one slow answer on a busy machine is no link
+                began = time.monotonic()
+                fs.stat(layout[0].path)
+                rtt = min(rtt, time.monotonic() - began)
+            if rtt < _segments.SEGMENT_MIN_RTT:
+                return None  # a near server: one stream is not window-bound, the split would only cost
         lent = lender.lend(len(layout) - 1)
-        if not lent and fs.stat(layout[0].path) is None:
+        if not lent and earlier is None:
             return None  # nobody to share the work with, and nothing from an earlier try: one stream
+        self.shared.log.debug("splitting %s: round trip %.1f ms", part, rtt * 1000)
         return layout, lent
 
     def _send_segmented(

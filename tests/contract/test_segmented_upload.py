@@ -37,6 +37,7 @@ SIZE = 12 * 1024 * 1024 + 12345  # four segments of 3 MiB + the rest (the last o
 def small_segments(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(segments, "SEGMENT_MIN_FILE", 8 * 1024 * 1024)
     monkeypatch.setattr(segments, "MIN_SEGMENT", 2 * 1024 * 1024)
+    monkeypatch.setattr(segments, "SEGMENT_MIN_RTT", 0.0)  # loopback: split anyway
 
 
 @pytest.fixture
@@ -115,6 +116,20 @@ def test_one_connection_means_no_split(sftp_server: SFTPServer, big: tuple[Path,
     factory = CountingFactory(settings_for(sftp_server))
     (record,) = upload(
         factory, str(src), remote(sftp_server, "big.bin"), max_connections=1, log=logging.getLogger("test.segments")
+    )
+    assert factory.opened == 1 and not log.said("segments")
+    assert record.sha256 == digest and sha256_file(sftp_server.local_root / "big.bin") == digest
+
+
+def test_a_near_server_gets_one_stream(
+    sftp_server: SFTPServer, big: tuple[Path, str], log: Messages, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Below ``SEGMENT_MIN_RTT`` (here 60 s, so loopback surely is) one stream is not window-bound: no split."""
+    monkeypatch.setattr(segments, "SEGMENT_MIN_RTT", 60.0)
+    src, digest = big
+    factory = CountingFactory(settings_for(sftp_server))
+    (record,) = upload(
+        factory, str(src), remote(sftp_server, "big.bin"), max_connections=4, log=logging.getLogger("test.segments")
     )
     assert factory.opened == 1 and not log.said("segments")
     assert record.sha256 == digest and sha256_file(sftp_server.local_root / "big.bin") == digest
