@@ -162,10 +162,11 @@ def build_wan_groups(a: argparse.Namespace, cases: Cases, src: dict[str, Path], 
             large += [
                 ours_case(cases, f"SFTP {tag}: ours", "sshd", big, nb, 1, ref, src["warm_file"],
                           conn_id=OURS_WAN["sshd"], tool="ours"),
-                # One connection: no segments (issue #15 item 4), the single stream the split is measured against.
-                Case(f"SFTP {tag}: ours, max_connections=1", cases.ours_file("sshd", OURS_WAN["sshd"],
-                     max_connections=1), "sshd", big, nb, ref=ref, inproc=True, warm_source=src["warm_file"],
-                     tags={"tool": "ours"}),
+                # Segments (issue #15 item 4): "ours" splits over its default 4 connections; 8 connections,
+                # and one (no split: the single stream the split is measured against).
+                *(Case(f"SFTP {tag}: ours, max_connections={n}", cases.ours_file("sshd", OURS_WAN["sshd"],
+                       max_connections=n), "sshd", big, nb, ref=ref, inproc=True, warm_source=src["warm_file"],
+                       tags={"tool": "ours"}) for n in (8, 1)),
                 Case(ref, cases.sftp_b(host=SSH_ALIAS), "sshd", big, nb, ref=ref, tags={"tool": "openssh"}),
                 Case(f"SFTP {tag}: scp", cases.scp(host=SSH_ALIAS), "sshd", big, nb, ref=ref,
                      tags={"tool": "openssh"}),
