@@ -819,7 +819,11 @@ class _FileUpload:
         hashers: dict[str, _Hash] = {"sha256": hashlib.sha256()}
         algorithm = self.conn.checksum_algorithm
         if self.opts.verify == "checksum" and algorithm and algorithm != "sha256":
-            hashers[algorithm] = _new_hash(algorithm)
+            try:
+                hashers[algorithm] = _new_hash(algorithm)
+            except BaseException:
+                shared.lender.give_back(lent)
+                raise
         hashing = _BackgroundHash(local, list(hashers.values()), shared.cancel)
         shared.log.info("uploading %s in %d segments over up to %d connections", target, len(layout), 1 + len(lent))
         lender = shared.lender
