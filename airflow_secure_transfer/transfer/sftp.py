@@ -749,9 +749,10 @@ class SFTPClient(ClosingClient):
         *target* is created when missing and never truncated (segments of one file are copied
         into it from several connections, each as its segment is complete). Every part is opened
         and its size checked first: it must be exactly *length* bytes (``copy-data`` stops quietly
-        at a source's end, which would leave a hole). The opens, then the copies, are all in
-        flight together; the server moves the bytes, none cross the network. The wait is
-        ``conn_timeout`` plus one second per 10 MB copied (a server's disk, not the link, is the limit).
+        at a source's end, which would leave a hole). The opens and stats, then the copies, then the
+        closes are each all in flight together (three round trips); the server moves the bytes, none
+        cross the network. The wait is ``conn_timeout`` plus one second per 10 MB copied (a server's
+        disk, not the link, is the limit).
 
         :raises IntegrityError: a part is not *length* bytes long.
         :raises RemotePathError: a part is missing, or *target* cannot be written.
@@ -775,11 +776,11 @@ class SFTPClient(ClosingClient):
                 return f
 
             async def source(path: str, length: int) -> asyncssh.SFTPClientFile:
-                src = await open_file(path, _FXF_READ)
-                size = (await src.stat()).size
-                if size != length:
+                # The size by name, in the same round trip as the open (an FSTAT would need the handle first).
+                src, attrs = await asyncio.gather(open_file(path, _FXF_READ), sftp.stat(path))
+                if attrs.size != length:
                     raise IntegrityError(
-                        f"{where}: {path} holds {size} bytes, expected {length}; not assembled into {target}"
+                        f"{where}: {path} holds {attrs.size} bytes, expected {length}; not assembled into {target}"
                     )
                 return src
 
