@@ -837,8 +837,13 @@ class _FileUpload:
                 cancel=shared.cancel,
                 log=shared.log,
             )
-        except BaseException:
+        except BaseException as exc:
             hashing.stop()
+            if isinstance(exc, SecureTransferError) and not isinstance(exc, (TransportError, _ShortUpload)):
+                # As for one stream: anything but a cut (a full disk: the segments hold the space a
+                # retry needs) makes what was sent useless; every connection has stopped writing.
+                for path in [_segments.assembly_path(part, len(layout)), *(s.path for s in layout)]:
+                    safe_remove(fs, path)
             raise
         paths = [s.path for s in layout]
         try:

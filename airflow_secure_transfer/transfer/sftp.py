@@ -755,6 +755,7 @@ class SFTPClient(ClosingClient):
         disk, not the link, is the limit).
 
         :raises IntegrityError: a part is not *length* bytes long.
+        :raises RemoteStorageFullError: the server ran out of space (as ``write_from`` tells it).
         :raises RemotePathError: a part is missing, or *target* cannot be written.
         """
         check_name(target)
@@ -809,7 +810,13 @@ class SFTPClient(ClosingClient):
                 await asyncio.gather(*closing, return_exceptions=True)
 
         budget = self._timeout + sum(length for _, _, length in parts) / 10e6
-        self._run(op(), timeout=budget, what="assemble", path=target)
+        try:
+            self._run(op(), timeout=budget, what="assemble", path=target)
+        except RemotePathError as exc:
+            cause = exc.__cause__
+            if isinstance(cause, asyncssh.SFTPFailure):  # a full disk says only "Failure" (SFTP v3): as for WRITE
+                raise self._write_failure(cause, target) from cause
+            raise
 
     def remove_many(self, paths: Sequence[str]) -> list[SecureTransferError | None]:
         """Delete every file of *paths* in one exchange (all requests in flight); per path its error or None."""

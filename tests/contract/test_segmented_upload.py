@@ -20,12 +20,15 @@ from typing import Any
 
 import pytest
 
-from airflow_secure_transfer.exceptions import ServerBusyError, TransportError
+from airflow_secure_transfer.exceptions import RemoteStorageFullError, ServerBusyError, TransportError
 from airflow_secure_transfer.transfer import segments
 from airflow_secure_transfer.transfer.engine import partial_name, upload
 from airflow_secure_transfer.transfer.local import expand_local
 from airflow_secure_transfer.transfer.sftp import SFTPClient
+from tests.security.conftest import sftp_settings
+from tests.security.tools import quota_sftp_server, run_custom_sftp
 from tests.servers import SFTPServer, settled_size, sha256_file
+from tests.servers.sftp_asyncssh import ClientKeys
 
 from ._support import CountingFactory, FinalPathWatcher, client_for, leftovers, remote, settings_for
 from .cutproxy import CutProxy
@@ -240,3 +243,15 @@ def test_server_without_copy_data_gets_one_stream(
     )
     assert factory.opened == 1 and not log.said("segments")
     assert record.sha256 == digest and sha256_file(sftp_server.local_root / "big.bin") == digest
+
+
+def test_full_disk_mid_segments_leaves_nothing(tmp_path: Path, client_keys: ClientKeys, big: tuple[Path, str]) -> None:
+    """A full disk is no cut: as for one stream, every segment and the assembly are removed (they hold the space)."""
+    src, _ = big
+    with run_custom_sftp(tmp_path / "full", client_keys, sftp_server=quota_sftp_server(SIZE // 2)) as server:
+        settings = sftp_settings(server)
+        factory = CountingFactory(settings)
+        with pytest.raises(RemoteStorageFullError):
+            upload(factory, str(src), "/inbox/big.bin", max_connections=4)
+        assert factory.opened > 1  # it was split
+        assert sorted(p.name for p in server.local_root.rglob("*") if p.is_file()) == []
