@@ -49,6 +49,10 @@ never continues someone else's bytes.
 
 Parallelism: up to ``max_connections`` worker threads, each owning one connection
 for many files (a 1,000-file upload opens at most ``max_connections`` connections).
+One large file (``segments.SEGMENT_MIN_FILE``, 64 MiB) to a far SFTP server with
+``copy-data`` is split over the worker slots the run does not use: each segment its
+own resumable partial, joined server-side, then verified and renamed as above (see
+:mod:`~airflow_secure_transfer.transfer.segments`).
 The first connection is opened before any worker starts, so a wrong password or
 host key fails once, fast, with one clear error.
 
