@@ -42,7 +42,9 @@ What a retry finds, and does:
 * nothing, and no connection to lend: one stream, as before.
 
 A cut after the rename leaves segment files that a rerun (``overwrite="replace"``) turns into
-the file again without sending them; ``skip_identical`` skips the file and leaves them.
+the file again without sending them; ``skip_identical`` skips the file and leaves them. A retry
+with another ``max_connections`` has another layout (the count is in the names): it starts the
+segments again and leaves the earlier ones, as a changed source leaves its old partial.
 
 A worker only splits a file when the server is far (a stat's round trip of at least
 ``SEGMENT_MIN_RTT``: nearer, one stream is not window-bound and a split only costs) and the
