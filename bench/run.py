@@ -85,6 +85,8 @@ FULL = {
     "wan_rate_mbit": 0.0,
     "wan_window_kib": 0,
     "wan_protocols": "sftp,ftps",
+    "wan_parts": "large,small,operator",
+    "wan_tools": "ours,openssh,stock,lftp,curl",
 }
 SMOKE = {
     "size_mib": 4,
@@ -111,6 +113,8 @@ SMOKE = {
     "wan_rate_mbit": 0.0,
     "wan_window_kib": 0,
     "wan_protocols": "sftp,ftps",
+    "wan_parts": "large,small,operator",
+    "wan_tools": "ours,openssh,stock,lftp,curl",
 }
 GROUPS = (
     "import", "sftp_large", "ftps_large", "small", "scale_conns", "scale_counts", "memory", "verify", "mtime", "wan",

@@ -31,6 +31,8 @@ from harness import Case, Group, Runner, Target
 from servers import Servers, ssh_host_block
 
 OURS_WAN = {"sshd": "bench_ours_sftp_wan", "vsftpd": "bench_ours_vsftpd_wan"}
+#: The same SFTP connection with its ``max_connections`` extra (the operator's cap) at 8.
+OURS_SFTP_WAN8 = "bench_ours_sftp_wan8"
 STOCK_SFTP_WAN = "bench_stock_sftp_wan"
 SSH_ALIAS = "bench-sshd-wan"
 
@@ -85,6 +87,9 @@ def wan_env(servers: Servers, front: Front) -> dict[str, str]:
         ours = servers.sshd.conn_dict(fields={"password": None, "host": host, "port": port},
                                       key_file=str(servers.client_key))  # fmt: skip
         env["AIRFLOW_CONN_" + OURS_WAN["sshd"].upper()] = json.dumps(ours)
+        ours8 = servers.sshd.conn_dict(fields={"password": None, "host": host, "port": port},
+                                       key_file=str(servers.client_key), max_connections=8)  # fmt: skip
+        env["AIRFLOW_CONN_" + OURS_SFTP_WAN8.upper()] = json.dumps(ours8)
         stock = json.loads(os.environ["AIRFLOW_CONN_" + STOCK_SFTP.upper()])  # cases.connection_env's
         stock.update(host=host, port=port)
         env["AIRFLOW_CONN_" + STOCK_SFTP_WAN.upper()] = json.dumps(stock)
@@ -145,6 +150,8 @@ def build_wan_groups(a: argparse.Namespace, cases: Cases, src: dict[str, Path], 
     op_count = a.wan_stock_operator_count
     groups: list[Group] = []
     protocols = {x.strip() for x in str(a.wan_protocols).split(",")}
+    parts = {x.strip() for x in str(getattr(a, "wan_parts", "large,small,operator")).split(",")}
+    tools = {x.strip() for x in str(getattr(a, "wan_tools", "ours,openssh,stock,lftp,curl")).split(",")}
     rate = f", rate cap {a.wan_rate_mbit:g} Mbit/s" if a.wan_rate_mbit else ""
     for rtt_ms in [float(x) for x in str(a.wan_rtts).split(",")]:
         tag = f"{rtt_ms:g} ms RTT"
@@ -160,6 +167,11 @@ def build_wan_groups(a: argparse.Namespace, cases: Cases, src: dict[str, Path], 
             large += [
                 ours_case(cases, f"SFTP {tag}: ours", "sshd", big, nb, 1, ref, src["warm_file"],
                           conn_id=OURS_WAN["sshd"], tool="ours"),
+                # Segments (issue #15 item 4): "ours" splits over its default 4 connections; 8 connections,
+                # and one (no split: the single stream the split is measured against).
+                *(Case(f"SFTP {tag}: ours, max_connections={n}", cases.ours_file("sshd", conn, max_connections=n),
+                       "sshd", big, nb, ref=ref, inproc=True, warm_source=src["warm_file"], tags={"tool": "ours"})
+                  for n, conn in ((8, OURS_SFTP_WAN8), (1, OURS_WAN["sshd"]))),
                 Case(ref, cases.sftp_b(host=SSH_ALIAS), "sshd", big, nb, ref=ref, tags={"tool": "openssh"}),
                 Case(f"SFTP {tag}: scp", cases.scp(host=SSH_ALIAS), "sshd", big, nb, ref=ref,
                      tags={"tool": "openssh"}),
@@ -188,11 +200,16 @@ def build_wan_groups(a: argparse.Namespace, cases: Cases, src: dict[str, Path], 
                 Case(sref, cases.lftp_mirror("vsftpd", 4, via=front.ftps), "vsftpd", small, sb, ns, ref=sref,
                      tags={"tool": "lftp"}),
             ]  # fmt: skip
-        groups.append(Group(f"{key}_large", f"{tag}{rate}: one {a.wan_size_mib} MiB file",
-                            [_recorded(c, front) for c in large], a.wan_reps, setup=setup))  # fmt: skip
-        groups.append(Group(f"{key}_small", f"{tag}{rate}: {ns} files of {a.small_kib} KiB",
-                            [_recorded(c, front) for c in smalls], a.wan_reps, "files/s", setup=setup))  # fmt: skip
-        if front.ssh and "sftp" in protocols:
+        # --wan-parts / --wan-tools: a subset (e.g. only the large file, only ours and OpenSSH's tools).
+        large = [c for c in large if c.tags.get("tool") in tools]
+        smalls = [c for c in smalls if c.tags.get("tool") in tools]
+        if "large" in parts and large:
+            groups.append(Group(f"{key}_large", f"{tag}{rate}: one {a.wan_size_mib} MiB file",
+                                [_recorded(c, front) for c in large], a.wan_reps, setup=setup))  # fmt: skip
+        if "small" in parts and smalls:
+            groups.append(Group(f"{key}_small", f"{tag}{rate}: {ns} files of {a.small_kib} KiB",
+                                [_recorded(c, front) for c in smalls], a.wan_reps, "files/s", setup=setup))  # fmt: skip
+        if front.ssh and "sftp" in protocols and "operator" in parts and "stock" in tools:
             op = Case(f"SFTP {tag}: stock SFTPOperator, list of files", cases.stock_sftp_operator(STOCK_SFTP_WAN),
                       "sshd", op_src, op_count * a.small_kib * 1024, op_count,
                       ref=f"SFTP {tag}: OpenSSH sftp -b, one session", inproc=True, warm_source=src["warm_dir"],

@@ -204,6 +204,26 @@ class SupportsPutSmallMany(SupportsPutSmall, Protocol):
 
 
 @runtime_checkable
+class SupportsAssemble(Protocol):
+    """A :class:`RemoteFS` that copies files into one on the server (SFTP ``copy-data``).
+
+    ``can_assemble`` says whether the server offers it (OpenSSH 9.0+, asyncssh).
+    ``assemble(target, parts)`` copies each ``(path, offset, length)`` part, which must hold
+    exactly *length* bytes (else :class:`~airflow_secure_transfer.exceptions.IntegrityError`),
+    to *offset* in *target* (created when missing, never truncated), server-side: no file bytes
+    cross the network. ``remove_many(paths)`` deletes files in one exchange and returns per path
+    its error or None. The engine uses them for the segments of a large upload sent over several
+    connections (see :mod:`~airflow_secure_transfer.transfer.segments`).
+    """
+
+    can_assemble: bool
+
+    def assemble(self, target: str, parts: Sequence[tuple[str, int, int]]) -> None: ...
+
+    def remove_many(self, paths: Sequence[str]) -> list[SecureTransferError | None]: ...
+
+
+@runtime_checkable
 class SupportsGetSmallMany(Protocol):
     """A :class:`RemoteFS` that reads several small files whole in one overlapped exchange (SFTP).
 

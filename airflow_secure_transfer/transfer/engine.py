@@ -49,6 +49,10 @@ never continues someone else's bytes.
 
 Parallelism: up to ``max_connections`` worker threads, each owning one connection
 for many files (a 1,000-file upload opens at most ``max_connections`` connections).
+One large file (``segments.SEGMENT_MIN_FILE``, 64 MiB) to a far SFTP server with
+``copy-data`` is split over the worker slots the run does not use: each segment its
+own resumable partial, joined server-side, then verified and renamed as above (see
+:mod:`~airflow_secure_transfer.transfer.segments`).
 The first connection is opened before any worker starts, so a wrong password or
 host key fails once, fast, with one clear error.
 
@@ -87,9 +91,11 @@ from airflow_secure_transfer.exceptions import (
     TransportError,
 )
 from airflow_secure_transfer.security.paths import check_name, resolve_remote
+from airflow_secure_transfer.transfer import segments as _segments
 from airflow_secure_transfer.transfer.base import (
     RemoteEntry,
     RemoteFS,
+    SupportsAssemble,
     SupportsMtimeQuery,
     SupportsPutSmall,
     SupportsPutSmallMany,
@@ -353,6 +359,8 @@ class _Shared(RunContext):
     #: Set once a server reported a modification time other than the one just set: from then
     #: on this run, no time it reports is evidence of identity.
     mtime_untrusted: bool = False
+    #: The run's ``max_connections`` (a large file's segment layout depends on it, see ``segments``).
+    max_connections: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,6 +389,46 @@ def _local_digest(path: str, algorithm: str, cancel: threading.Event) -> str:
                 raise Cancelled
             h.update(chunk)
     return h.hexdigest()
+
+
+class _BackgroundHash:
+    """Hash a local file in order in a thread, while its segments are sent out of order."""
+
+    def __init__(self, local: LocalFile, hashers: Sequence[_Hash], cancel: threading.Event) -> None:
+        self._local = local
+        self._hashers = hashers
+        self._cancel = cancel
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._run, name="segment-hash", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            with open(self._local.path, "rb") as f:
+                while chunk := f.read(_CHUNK):
+                    if self._cancel.is_set() or self._stop.is_set():
+                        raise Cancelled
+                    for h in self._hashers:
+                        h.update(chunk)
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self) -> None:
+        """Wait for the digest; raise what the read met (the verify checks the file's identity after)."""
+        while not self._done.wait(1.0):
+            pass
+        if isinstance(self._error, OSError):
+            raise LocalPathError(
+                f"cannot read local file {self._local.path!r}: {self._error.strerror}", path=self._local.path
+            ) from None
+        if self._error is not None:
+            raise self._error
 
 
 class _Unknown:
@@ -667,6 +715,9 @@ class _FileUpload:
             else:
                 # Larger than the source, or of unknown size: it cannot be the start of this file.
                 fs.remove(part)
+        split = self._segment_plan(fs, local, part, offset)
+        if split is not None:
+            return self._send_segmented(fs, local, target, part, *split, started)
         small = offset == 0 and local.size <= _SMALL_FILE and self.opts.verify == "size"
         if small and isinstance(fs, SupportsPutSmall):
             return self._send_small(fs, raw, local, target, part, started)
@@ -715,6 +766,176 @@ class _FileUpload:
             verified="checksum" if self.opts.verify == "checksum" else "size",
             size=local.size,
         )
+
+    def _segment_plan(
+        self, fs: RemoteFS, local: LocalFile, part: str, offset: int
+    ) -> tuple[list[_segments.Segment], list[Connection]] | None:
+        """Whether to send *local* in segments over several connections; their layout and lent connections.
+
+        See :mod:`~airflow_secure_transfer.transfer.segments` for the rules (and what a retry finds).
+        """
+        lender = self.shared.lender
+        if (
+            offset > 0  # a single stream's partial (segments never write it): continue that one
+            or local.size < _segments.SEGMENT_MIN_FILE
+            or lender is None
+            or not isinstance(fs, SupportsAssemble)
+            or not fs.can_assemble
+        ):
+            return None
+        layout = _segments.layout(local.size, self.shared.max_connections, part)
+        if not layout:
+            return None
+        # One stat says whether an earlier try left segments, and how far the server is (its round trip).
+        began = time.monotonic()
+        earlier = fs.stat(layout[0].path)
+        rtt = time.monotonic() - began
+        if earlier is None:
+            if rtt >= _segments.SEGMENT_MIN_RTT:  # a second look: one slow answer on a busy machine is no link
+                began = time.monotonic()
+                fs.stat(layout[0].path)
+                rtt = min(rtt, time.monotonic() - began)
+            if rtt < _segments.SEGMENT_MIN_RTT:
+                return None  # a near server: one stream is not window-bound, the split would only cost
+        lent = lender.lend(len(layout) - 1)
+        if not lent and earlier is None:
+            return None  # nobody to share the work with, and nothing from an earlier try: one stream
+        self.shared.log.debug("splitting %s: round trip %.1f ms", part, rtt * 1000)
+        return layout, lent
+
+    def _send_segmented(
+        self,
+        fs: RemoteFS,
+        local: LocalFile,
+        target: str,
+        part: str,
+        layout: list[_segments.Segment],
+        lent: list[Connection],
+        started: float,
+    ) -> TransferRecord:
+        """Send *local* as *layout*'s segments, each copied into the assembly as it is complete; verify, rename.
+
+        See :mod:`~airflow_secure_transfer.transfer.segments`.
+        """
+        shared = self.shared
+        assert shared.lender is not None and isinstance(fs, SupportsAssemble)
+        assembly = _segments.assembly_path(part, len(layout))
+        hashers: dict[str, _Hash] = {"sha256": hashlib.sha256()}
+        algorithm = self.conn.checksum_algorithm
+        if self.opts.verify == "checksum" and algorithm and algorithm != "sha256":
+            try:
+                hashers[algorithm] = _new_hash(algorithm)
+            except BaseException:
+                shared.lender.give_back(lent)
+                raise
+        hashing = _BackgroundHash(local, list(hashers.values()), shared.cancel)
+        shared.log.info("uploading %s in %d segments over up to %d connections", target, len(layout), 1 + len(lent))
+        lender = shared.lender
+        try:
+            run = _segments.run_segments(
+                self.conn,
+                lent,
+                layout,
+                lambda seg_fs, seg: self._send_segment(seg_fs, local, seg, assembly),
+                release=lambda conn: lender.give_back([conn]),
+                cancel=shared.cancel,
+                log=shared.log,
+            )
+        except BaseException as exc:
+            hashing.stop()
+            if isinstance(exc, SecureTransferError) and not isinstance(exc, (TransportError, _ShortUpload)):
+                # As for one stream: anything but a cut (a full disk: the segments hold the space a
+                # retry needs) makes what was sent useless; every connection has stopped writing.
+                for path in [_segments.assembly_path(part, len(layout)), *(s.path for s in layout)]:
+                    safe_remove(fs, path)
+            raise
+        paths = [s.path for s in layout]
+        try:
+            hashing.join()
+            mtime = self._set_mtime(fs, assembly, local)
+            self._verify(fs, assembly, local, hashers, mtime)
+            fs.rename(assembly, target)
+        except (Cancelled, TransportError, _ShortUpload):
+            raise  # a cut connection: the segments stay for the next try (the assembly is never trusted)
+        except SecureTransferError:
+            for path in [assembly, *paths]:
+                safe_remove(fs, path)
+            raise
+        finally:
+            run.wait_closed()  # the lent connections closed meanwhile
+        # Only now: until the final name holds the verified file, the segments are what a retry resumes from.
+        for path, error in zip(paths, self._remove_quietly(fs, paths), strict=True):
+            if error is not None:
+                shared.log.warning("could not remove the segment %s after the upload: %s", path, error)
+        sent = run.results
+        moved = sum(n for n, _ in sent)
+        return TransferRecord(
+            local_path=local.path,
+            remote_path=target,
+            bytes=moved,
+            sha256=hashers["sha256"].hexdigest(),
+            seconds=time.monotonic() - started,
+            resumed=any(resumed for _, resumed in sent),
+            skipped=False,
+            verified="checksum" if self.opts.verify == "checksum" else "size",
+            size=local.size,
+        )
+
+    @staticmethod
+    def _remove_quietly(fs: SupportsAssemble, paths: list[str]) -> list[SecureTransferError | None]:
+        try:
+            return fs.remove_many(paths)
+        except SecureTransferError as exc:  # the file is in place: a lost connection now costs leftovers only
+            return [exc] * len(paths)
+
+    def _send_segment(
+        self, fs: RemoteFS, local: LocalFile, segment: _segments.Segment, assembly: str
+    ) -> tuple[int, bool]:
+        """Send one segment to its own partial (resumed from that partial's size), then copy it into *assembly*.
+
+        :returns: (bytes sent, resumed).
+        """
+        entry = fs.stat(segment.path)
+        offset = 0
+        if entry is not None:
+            if entry.is_dir:
+                raise RemotePathError(f"temporary path {segment.path!r} is a directory; remove it", path=segment.path)
+            if entry.size is not None and 0 <= entry.size <= segment.length:
+                offset = entry.size
+            else:
+                fs.remove(segment.path)  # longer than the segment: not ours
+        if offset:
+            self.shared.progress.accounted(offset)
+        count = 0
+        try:
+            if offset < segment.length:
+                count = self._write_segment(fs, local, segment, offset)
+            self.shared.log.debug("segment %d of %d: %d bytes sent", segment.index + 1, segment.count, count)
+            # Server-side, while the other connections still send theirs (the size is checked first).
+            cast("SupportsAssemble", fs).assemble(assembly, [(segment.path, segment.start, segment.length)])
+            self.shared.log.debug("segment %d of %d: copied", segment.index + 1, segment.count)
+        except (Cancelled, TransportError, _ShortUpload):
+            raise
+        except SecureTransferError:
+            safe_remove(fs, segment.path)
+            raise
+        return count, offset > 0
+
+    def _write_segment(self, fs: RemoteFS, local: LocalFile, segment: _segments.Segment, offset: int) -> int:
+        try:
+            raw = open(local.path, "rb")  # closed below
+        except OSError as exc:
+            raise LocalPathError(f"cannot open local file {local.path!r}: {exc.strerror}", path=local.path) from None
+        try:
+            st = os.fstat(raw.fileno())
+            if st.st_size != local.size or st.st_mtime_ns != local.mtime_ns:
+                raise IntegrityError(f"local file {local.path!r} changed while it was being uploaded; not renamed")
+            raw.seek(segment.start + offset)
+            reader = _HashingReader(raw, segment.length - offset, [], self.shared.progress.sent, self.shared.cancel)
+            fs.write_from(segment.path, cast("IO[bytes]", reader), offset=offset)
+        finally:
+            raw.close()
+        return reader.count
 
     def _send_small(
         self, fs: SupportsPutSmall, raw: io.BufferedReader, local: LocalFile, target: str, part: str, started: float
@@ -993,6 +1214,7 @@ def upload(
         progress=progress,
         log=log,
         busy_wait=busy_wait,
+        max_connections=max_connections,
     )
     log.info(
         "uploading %d file(s), %s, to %s over up to %d connection(s)",
@@ -1005,7 +1227,8 @@ def upload(
         log.info("nothing to upload: %s contains no files", local_path)
         return []
     step = _UploadStep(plan, shared, replan)
-    run: Runner[PlannedFile, _Pending] = Runner(step, connect, shared, workers, verb="uploading")
+    # The runner starts at most one worker per file; the other slots are lent to a large file's segments.
+    run: Runner[PlannedFile, _Pending] = Runner(step, connect, shared, max_connections, verb="uploading")
     started = time.monotonic()
     try:
         run.execute()

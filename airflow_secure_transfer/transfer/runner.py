@@ -18,6 +18,10 @@ at once, and what a failure means for the rest:
   at their next block and every connection is closed.
 * A step may return a *pending* item instead of a record (a small file to send in a
   batch); the runner collects them per worker and hands them to ``flush``.
+* A step may borrow connections for one item (:meth:`Runner.lend`: a large file's
+  segments, see :mod:`~airflow_secure_transfer.transfer.segments`) from the worker slots
+  that are free: within ``max_connections`` counting the workers still running, and
+  only once the queue is empty (a run of many files keeps its connections for its files).
 
 Imports no Airflow.
 """
@@ -45,6 +49,7 @@ from airflow_secure_transfer.transfer.base import RemoteFS, TransferRecord
 __all__ = [
     "Cancelled",
     "Connection",
+    "Lender",
     "Log",
     "Progress",
     "RunContext",
@@ -268,6 +273,13 @@ def safe_remove(fs: RemoteFS, path: str) -> None:
         logger.debug("could not remove %s", path, exc_info=True)
 
 
+class Lender(Protocol):
+    """Extra connections for one item, from the run's free worker slots (see :meth:`Runner.lend`)."""
+
+    def lend(self, wanted: int) -> list[Connection]: ...
+    def give_back(self, conns: Sequence[Connection]) -> None: ...
+
+
 @dataclass(kw_only=True)
 class RunContext:
     """State shared by the workers of one run (a step adds its own fields)."""
@@ -278,6 +290,8 @@ class RunContext:
     lock: threading.Lock = field(default_factory=threading.Lock)
     #: Seconds a connection that the run cannot do without may wait in all for a busy server.
     busy_wait: float = 0.0
+    #: Lends connections from free worker slots (set by the :class:`Runner` that runs the step).
+    lender: Lender | None = None
     _said: set[str] = field(default_factory=set)
 
     def say_once(self, key: str, level: str, message: str, *args: object) -> None:
@@ -360,7 +374,11 @@ class Runner(Generic[ItemT, PendingT]):
         self.connected = 0
         #: Worker threads of this run (known once the step prepared its items).
         self.workers = 1
+        #: Workers still running, and connections lent to one of them (see ``lend``).
+        self.active = 0
+        self.lent = 0
         self._lock = threading.Lock()
+        context.lender = self
 
     def _fail(self, item: ItemT | None, exc: BaseException, *, name: bool = True) -> None:
         if item is not None and name:
@@ -387,6 +405,8 @@ class Runner(Generic[ItemT, PendingT]):
         """
         batch: list[PendingT] = []
         step = self.step
+        with self._lock:
+            self.active += 1
         try:
             while not self.context.cancel.is_set():
                 try:
@@ -424,6 +444,38 @@ class Runner(Generic[ItemT, PendingT]):
                 self._flush(conn, batch, may_requeue)
         finally:
             self._release(conn)
+            with self._lock:
+                self.active -= 1
+
+    def lend(self, wanted: int) -> list[Connection]:
+        """Return up to *wanted* unopened connections for the calling worker's current item.
+
+        Only slots no worker uses count (``max_workers`` minus the running workers and what is
+        lent already), and only when the queue is empty: a run of many files keeps its
+        connections for its files. A lent connection opens without waiting for a busy server
+        (its ``get`` raises ``TransportError``: the borrower does with fewer); give every one
+        back with :meth:`give_back`.
+        """
+        with self._lock:
+            if not self.queue.empty() or self.context.cancel.is_set():
+                return []
+            n = max(0, min(wanted, self.max_workers - self.active - self.lent))
+            self.lent += n
+
+        def factory() -> RemoteFS:
+            fs = self.connect()
+            with self._lock:
+                self.connected += 1
+            return fs
+
+        return [Connection(factory) for _ in range(n)]
+
+    def give_back(self, conns: Sequence[Connection]) -> None:
+        """Close connections from :meth:`lend` and free their slots."""
+        for conn in conns:
+            self._release(conn)
+        with self._lock:
+            self.lent -= len(conns)
 
     def _connect(self, conn: Connection, items: list[ItemT], may_requeue: bool) -> bool:
         """Open *conn* for *items*; on failure requeue them (see ``worker``) or fail them and the run."""

@@ -33,14 +33,14 @@ CUT_AFTER = 24 * 1024 * 1024
 
 
 def _cut_then_resume(
-    connect: Callable[[], Any], proxy: CutProxy, big: tuple[Path, str], target: str, final: Path
+    connect: Callable[[], Any], proxy: CutProxy, big: tuple[Path, str], target: str, final: Path, **options: Any
 ) -> None:
     src, digest = big
     watcher = FinalPathWatcher(final, SIZE)
     try:
         proxy.arm(CUT_AFTER)
         with pytest.raises(TransportError) as info:
-            upload(connect, str(src), target)
+            upload(connect, str(src), target, **options)
         assert info.value.retryable, info.value
         assert proxy.cut.is_set()
         assert not final.exists()
@@ -49,7 +49,7 @@ def _cut_then_resume(
         assert 0 < left < SIZE
 
         proxy.disarm()
-        (record,) = upload(connect, str(src), target)
+        (record,) = upload(connect, str(src), target, **options)
     finally:
         watcher.stop()
     assert record.resumed is True
@@ -70,8 +70,14 @@ def test_sftp_resumes_after_the_ssh_connection_is_cut(sftp_server: SFTPServer, b
     with CutProxy("127.0.0.1") as proxy:
         port = proxy.add_route(sftp_server.port)
         connect = CountingFactory(settings_for(sftp_server, port=port))
+        # One connection: the single-stream resume (a split upload's is in test_segmented_upload.py).
         _cut_then_resume(
-            connect, proxy, big_file, f"{sftp_server.writable_dir}/big.bin", sftp_server.local_root / "big.bin"
+            connect,
+            proxy,
+            big_file,
+            f"{sftp_server.writable_dir}/big.bin",
+            sftp_server.local_root / "big.bin",
+            max_connections=1,
         )
         assert proxy.connections == 2  # one SSH connection per try
 
