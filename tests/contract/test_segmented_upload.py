@@ -93,7 +93,9 @@ def test_large_file_goes_in_segments(sftp_server: SFTPServer, big: tuple[Path, s
     finally:
         watcher.stop()
     assert log.said("in 4 segments"), log.lines
-    assert factory.opened == 4 and factory.max_open == 4
+    # Four connections in all, never more at once; the worker's own stays open throughout, so at least two
+    # overlapped (a lent one may finish its segment and close before the last one opens).
+    assert factory.opened == 4 and 2 <= factory.max_open <= 4
     assert record.sha256 == digest and sha256_file(final) == digest
     assert record.bytes == SIZE and not record.resumed and record.size == SIZE
     assert leftovers(sftp_server.local_root) == []
@@ -139,7 +141,10 @@ def test_a_near_server_gets_one_stream(
 
 
 def test_many_files_do_not_split(sftp_server: SFTPServer, tmp_path: Path, log: Messages) -> None:
-    for name in ("a.bin", "b.bin"):
+    """A file is split only when no other file waits: of four, at most the last one taken (when the other
+    worker has already finished and its slot is free), never more connections at once than max_connections."""
+    names = ("a.bin", "b.bin", "c.bin", "d.bin")
+    for name in names:
         (tmp_path / "many" / name).parent.mkdir(exist_ok=True)
         (tmp_path / "many" / name).write_bytes(os.urandom(SIZE))
     factory = CountingFactory(settings_for(sftp_server))
@@ -150,8 +155,11 @@ def test_many_files_do_not_split(sftp_server: SFTPServer, tmp_path: Path, log: M
         max_connections=2,
         log=logging.getLogger("test.segments"),
     )
-    assert len(records) == 2 and factory.opened == 2 and not log.said("segments")
-    for name in ("a.bin", "b.bin"):
+    splits = [line for line in log.lines if "segments" in line and " in " in line]
+    assert len(records) == 4 and factory.max_open <= 2 and len(splits) <= 1, log.lines
+    if not splits:
+        assert factory.opened == 2
+    for name in names:
         assert sha256_file(sftp_server.local_root / "many" / name) == sha256_file(tmp_path / "many" / name)
 
 
