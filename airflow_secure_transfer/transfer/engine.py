@@ -87,6 +87,7 @@ from airflow_secure_transfer.exceptions import (
     LimitExceededError,
     LocalPathError,
     RemotePathError,
+    RemoteStorageFullError,
     SecureTransferError,
     TransportError,
 )
@@ -717,7 +718,16 @@ class _FileUpload:
                 fs.remove(part)
         split = self._segment_plan(fs, local, part, offset)
         if split is not None:
-            return self._send_segmented(fs, local, target, part, *split, started)
+            try:
+                return self._send_segmented(fs, local, target, part, *split, started)
+            except RemoteStorageFullError as exc:
+                # Until the rename a split holds the file twice on the server (its segments and their
+                # assembly); both are removed by now. One stream needs the file's size once.
+                self.shared.log.warning(
+                    "%s: %s; a split needs room for the file twice (segments + assembly): sending it as one stream",
+                    target,
+                    exc,
+                )
         small = offset == 0 and local.size <= _SMALL_FILE and self.opts.verify == "size"
         if small and isinstance(fs, SupportsPutSmall):
             return self._send_small(fs, raw, local, target, part, started)
@@ -916,9 +926,9 @@ class _FileUpload:
             self.shared.log.debug("segment %d of %d: copied", segment.index + 1, segment.count)
         except (Cancelled, TransportError, _ShortUpload):
             raise
-        except SecureTransferError:
-            safe_remove(fs, segment.path)
-            raise
+        # Any other error: _send_segmented removes every segment and the assembly once all connections
+        # stopped. Not here: a full disk freed by this removal would make the other connections' failures
+        # look like something else (statvfs would show room), and hide the full disk.
         return count, offset > 0
 
     def _write_segment(self, fs: RemoteFS, local: LocalFile, segment: _segments.Segment, offset: int) -> int:

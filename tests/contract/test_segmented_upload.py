@@ -26,7 +26,7 @@ from airflow_secure_transfer.transfer.engine import partial_name, upload
 from airflow_secure_transfer.transfer.local import expand_local
 from airflow_secure_transfer.transfer.sftp import SFTPClient
 from tests.security.conftest import sftp_settings
-from tests.security.tools import quota_sftp_server, run_custom_sftp
+from tests.security.tools import disk_quota_sftp_server, quota_sftp_server, run_custom_sftp
 from tests.servers import SFTPServer, settled_size, sha256_file
 from tests.servers.sftp_asyncssh import ClientKeys
 
@@ -251,6 +251,24 @@ def test_server_without_copy_data_gets_one_stream(
     )
     assert factory.opened == 1 and not log.said("segments")
     assert record.sha256 == digest and sha256_file(sftp_server.local_root / "big.bin") == digest
+
+
+def test_room_for_the_file_once_but_not_twice_sends_it_as_one_stream(
+    tmp_path: Path, client_keys: ClientKeys, big: tuple[Path, str], log: Messages
+) -> None:
+    """A split holds the file twice until the rename (segments + assembly): a server with room for 1.5x the
+    file runs out while assembling; the segments and the assembly are removed and one stream delivers it."""
+    src, digest = big
+    root = tmp_path / "tight"
+    with run_custom_sftp(root, client_keys, sftp_server=disk_quota_sftp_server(SIZE + SIZE // 2, root)) as server:
+        factory = CountingFactory(sftp_settings(server))
+        (record,) = upload(
+            factory, str(src), "/inbox/big.bin", max_connections=4, log=logging.getLogger("test.segments")
+        )
+        assert log.said("in 4 segments") and log.said("sending it as one stream"), log.lines
+        assert record.sha256 == digest and record.size == SIZE and not record.resumed
+        landed = [p for p in server.local_root.rglob("*") if p.is_file()]
+        assert [p.name for p in landed] == ["big.bin"] and sha256_file(landed[0]) == digest
 
 
 def test_full_disk_mid_segments_leaves_nothing(tmp_path: Path, client_keys: ClientKeys, big: tuple[Path, str]) -> None:

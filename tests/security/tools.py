@@ -522,6 +522,39 @@ def quota_sftp_server(limit: int) -> type[QuotaSFTPServer]:
     return type("QuotaSFTP", (QuotaSFTPServer,), {"limit": limit, "used": [0]})
 
 
+class DiskQuotaSFTPServer(asyncssh.SFTPServer):
+    """Writes fail with ``FX_FAILURE`` ("No space left on device") once the files under ``root`` would hold
+    more than ``limit`` bytes: unlike :class:`QuotaSFTPServer`, a removed file frees its room, as on a disk."""
+
+    limit: ClassVar[int] = 1 << 20
+    root: ClassVar[Path]
+
+    def _used(self) -> int:
+        # Blocks, not sizes: a copy-data into a file at a far offset leaves a hole that holds no room.
+        return sum(p.stat().st_blocks * 512 for p in self.root.rglob("*") if p.is_file())
+
+    def write(self, file_obj: object, offset: int, data: bytes) -> int:
+        room = self.limit - self._used()
+        if len(data) > room:
+            # As a disk does: what fits is written, then ENOSPC (OpenSSH answers a bare "Failure").
+            if room > 0:
+                super().write(file_obj, offset, data[:room])
+            raise asyncssh.SFTPFailure("No space left on device")
+        return int(super().write(file_obj, offset, data))
+
+    def statvfs(self, path: bytes) -> asyncssh.SFTPVFSAttrs:
+        free = max(self.limit - self._used(), 0) // 4096
+        return asyncssh.SFTPVFSAttrs(
+            bsize=4096, frsize=4096, blocks=self.limit // 4096, bfree=free, bavail=free,
+            files=100, ffree=90, favail=90, fsid=1, flags=0, namemax=255,
+        )
+
+
+def disk_quota_sftp_server(limit: int, root: Path) -> type[DiskQuotaSFTPServer]:
+    """A :class:`DiskQuotaSFTPServer` class for the server rooted at *root*."""
+    return type("DiskQuotaSFTP", (DiskQuotaSFTPServer,), {"limit": limit, "root": root})
+
+
 class ReadOnlySFTPServer(asyncssh.SFTPServer):
     """Opening a file for writing is refused with ``FX_PERMISSION_DENIED`` (as for a read-only directory;
     the test server runs as root, so a chmod would not stop it)."""
