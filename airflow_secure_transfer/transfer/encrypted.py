@@ -44,8 +44,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from airflow_secure_transfer.exceptions import IntegrityError, LocalPathError, SecurityPolicyError
-from airflow_secure_transfer.transfer.local import LocalFile, LocalSource, expand_local
+from airflow_secure_transfer.exceptions import IntegrityError, SecurityPolicyError
+from airflow_secure_transfer.transfer.local import LocalFile, LocalSource, expand_local, open_unchanged
 
 if TYPE_CHECKING:
     from airflow_secure_transfer.security.pgp import PGPKeyStore
@@ -165,14 +165,8 @@ def _encrypt_one(store: PGPKeyStore, f: LocalFile, cipher: Path, *, sign: bool, 
     """Encrypt *f* into *cipher* (through ``cipher.tmp``); return (plaintext, ciphertext) SHA-256."""
     cipher.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = cipher.with_name(cipher.name + ".tmp")
+    src = open_unchanged(f, "nothing was sent")
     try:
-        src = open(f.path, "rb")  # closed in the finally below
-    except OSError as exc:
-        raise LocalPathError(f"cannot open local file {f.path!r}: {exc.strerror}", path=f.path) from None
-    try:
-        st = os.fstat(src.fileno())
-        if st.st_size != f.size or st.st_mtime_ns != f.mtime_ns:
-            raise IntegrityError(f"local file {f.path!r} changed after it was planned; nothing was sent")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with open(fd, "wb") as sink:
             result = store.encrypt(src, sink, sign=sign, armor=armor)

@@ -104,7 +104,13 @@ from airflow_secure_transfer.transfer.base import (
     TransferRecord,
     Verified,
 )
-from airflow_secure_transfer.transfer.local import LocalFile, LocalSource, delete_uploaded_source, expand_local
+from airflow_secure_transfer.transfer.local import (
+    LocalFile,
+    LocalSource,
+    delete_uploaded_source,
+    expand_local,
+    open_unchanged,
+)
 from airflow_secure_transfer.transfer.options import OVERWRITE_MODES, VERIFY_MODES, validate_options
 from airflow_secure_transfer.transfer.runner import (
     Cancelled,
@@ -932,14 +938,8 @@ class _FileUpload:
         return count, offset > 0
 
     def _write_segment(self, fs: RemoteFS, local: LocalFile, segment: _segments.Segment, offset: int) -> int:
+        raw = open_unchanged(local, "not renamed")
         try:
-            raw = open(local.path, "rb")  # closed below
-        except OSError as exc:
-            raise LocalPathError(f"cannot open local file {local.path!r}: {exc.strerror}", path=local.path) from None
-        try:
-            st = os.fstat(raw.fileno())
-            if st.st_size != local.size or st.st_mtime_ns != local.mtime_ns:
-                raise IntegrityError(f"local file {local.path!r} changed while it was being uploaded; not renamed")
             raw.seek(segment.start + offset)
             reader = _HashingReader(raw, segment.length - offset, [], self.shared.progress.sent, self.shared.cancel)
             fs.write_from(segment.path, cast("IO[bytes]", reader), offset=offset)

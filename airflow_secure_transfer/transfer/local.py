@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import io
 import os
 import re
 import stat
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-from airflow_secure_transfer.exceptions import ConfigurationError, LocalPathError
+from airflow_secure_transfer.exceptions import ConfigurationError, IntegrityError, LocalPathError
 
 __all__ = ["LocalFile", "LocalSource", "delete_uploaded_source", "expand_local", "glob_regex", "under_root"]
 
@@ -64,6 +65,27 @@ def under_root(local: LocalFile) -> bool:
         return False
     real = os.path.realpath(local.path)
     return real == local.root or real.startswith(local.root.rstrip(os.sep) + os.sep)
+
+
+def open_unchanged(local: LocalFile, outcome: str) -> io.BufferedReader:
+    """Open *local* for reading, refusing it when its size or mtime are no longer the planned ones.
+
+    :param outcome: what the refusal means for the transfer, e.g. ``"nothing was sent"``.
+    :raises LocalPathError: it cannot be opened.
+    :raises IntegrityError: it changed since it was planned (retryable).
+    """
+    try:
+        f = open(local.path, "rb")  # returned open: the caller closes it
+    except OSError as exc:
+        raise LocalPathError(f"cannot open local file {local.path!r}: {exc.strerror}", path=local.path) from None
+    try:
+        st = os.fstat(f.fileno())
+        if st.st_size != local.size or st.st_mtime_ns != local.mtime_ns:
+            raise IntegrityError(f"local file {local.path!r} changed after it was planned; {outcome}")
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def delete_uploaded_source(local: LocalFile, log: Any) -> bool:
