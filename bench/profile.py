@@ -82,6 +82,7 @@ def main() -> int:
     ap.add_argument("--download", action="store_true", help="download the input instead of uploading it")
     ap.add_argument("--work", default=os.environ.get("BENCH_WORK", "/var/tmp/sectransfer-bench"))
     ap.add_argument("--top", help="summarise a py-spy raw file instead")
+    ap.add_argument("--each", action="store_true", help="print each round's wall time and this process's CPU")
     a = ap.parse_args()
     if a.top:
         top(a.top)
@@ -126,6 +127,7 @@ def main() -> int:
         n = 0
         t0 = time.perf_counter()
         while time.monotonic() < deadline:
+            r0, c0 = time.perf_counter(), os.times()
             if a.download:
                 local = work / f"prof-download-{n}"
                 download(OURS_CONN[server], remote_src, str(local / "big.bin") if kind == "big" else f"{local}/",
@@ -136,6 +138,10 @@ def main() -> int:
                 remote = view.writable_dir + ("/big.bin" if kind == "big" else "/")
                 upload(OURS_CONN[server], str(src), remote, a.max_connections)
                 shutil.rmtree(view.local_root, ignore_errors=True)
+            if a.each:
+                c1 = os.times()
+                print(f"round {n}: {time.perf_counter() - r0:.3f} s, CPU user {c1.user - c0.user:.3f} "
+                      f"system {c1.system - c0.system:.3f} s", flush=True)  # fmt: skip
             n += 1
         dt = time.perf_counter() - t0
         what = "downloads" if a.download else "uploads"

@@ -94,6 +94,7 @@ from airflow_secure_transfer.transfer.runner import (
     raise_run_errors,
     summary_table,
 )
+from airflow_secure_transfer.transfer.writeback import WRITEBACK_MIN_SIZE, EarlyWriteback
 
 if TYPE_CHECKING:
     from hashlib import _Hash
@@ -413,6 +414,7 @@ class _HashingWriter:
         on_bytes: Callable[[int], None],
         context: RunContext,
         where: str,
+        writeback: EarlyWriteback | None = None,
     ) -> None:
         self._f = f
         self._hashers = hashers
@@ -420,6 +422,7 @@ class _HashingWriter:
         self._on_bytes = on_bytes
         self._context = context
         self._where = where
+        self._writeback = writeback
         self.count = 0
 
     def write(self, data: bytes | memoryview) -> int:
@@ -439,6 +442,8 @@ class _HashingWriter:
             h.update(data)
         self.count += n
         self._on_bytes(n)
+        if self._writeback is not None:
+            self._writeback.wrote(n)
         return n
 
 
@@ -856,18 +861,26 @@ class _FileDownload:
                     self.shared.progress.accounted(offset)
                     self.shared.log.info("resuming %s at byte %d of %d", item.local, offset, item.size)
                 limit = None if item.size is None else item.size - offset
-                writer = _HashingWriter(f, list(hashers.values()), limit, self.shared.progress.sent, self.shared, part)
-                if item.size is None or offset < item.size or offset == 0:
+                # A large file's partial is written out to disk while it arrives (the final fsync
+                # then has little left); the helper thread ends with this block.
+                early = item.size is not None and item.size - offset >= WRITEBACK_MIN_SIZE
+                with EarlyWriteback(f.fileno()) if early else contextlib.nullcontext() as writeback:
+                    writer = _HashingWriter(
+                        f, list(hashers.values()), limit, self.shared.progress.sent, self.shared, part, writeback
+                    )
+                    if item.size is None or offset < item.size or offset == 0:
+                        try:
+                            fs.read_to(item.remote, cast("IO[bytes]", writer), offset=offset, size=item.size)
+                        except (TransportError, Cancelled):
+                            keep = resumable  # a cut connection: the partial stays for the next try
+                            raise
                     try:
-                        fs.read_to(item.remote, cast("IO[bytes]", writer), offset=offset, size=item.size)
-                    except (TransportError, Cancelled):
-                        keep = resumable  # a cut connection: the partial stays for the next try
-                        raise
-                try:
-                    f.flush()
-                    os.fsync(f.fileno())
-                except OSError as exc:
-                    raise _local_write_error(exc, part) from None
+                        f.flush()
+                        if writeback is not None:
+                            writeback.finish()  # an error its early syncs saw is this file's error
+                        os.fsync(f.fileno())
+                    except OSError as exc:
+                        raise _local_write_error(exc, part) from None
                 size = os.fstat(f.fileno()).st_size
             self._verify(fs, part, size, hashers)
             in_manifest = self.shared.check_manifest(item, size, hashers["sha256"].hexdigest())

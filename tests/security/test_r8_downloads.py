@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import subprocess
 from collections.abc import AsyncIterator
@@ -145,3 +146,54 @@ def test_local_disk_full_is_retryable_and_leaves_nothing(asyncssh_server: SFTPSe
         assert sorted(p.name for p in mnt.iterdir()) == ["big.bin"]  # no partial holds the space
     finally:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True, check=False)
+
+
+def test_large_download_is_synced_while_it_arrives(
+    asyncssh_server: SFTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file over the early-writeback size is fdatasync'ed during the transfer, then whole and verified."""
+    from airflow_secure_transfer.transfer import download as download_module
+    from airflow_secure_transfer.transfer import writeback
+
+    monkeypatch.setattr(download_module, "WRITEBACK_MIN_SIZE", 1 << 20)
+    monkeypatch.setattr(writeback, "WRITEBACK_EVERY", 256 << 10)
+    synced: list[str] = []
+    real = writeback._datasync
+
+    def spy(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(writeback, "_datasync", spy)
+    data = os.urandom(3_000_000)
+    (asyncssh_server.local_root / "big.bin").write_bytes(data)
+    records = download(connect(asyncssh_server), f"{asyncssh_server.writable_dir}/big.bin", str(tmp_path / "big.bin"))
+    assert (tmp_path / "big.bin").read_bytes() == data
+    assert [r.verified for r in records] == ["size"]
+    assert synced, "no early sync ran"
+    assert all(os.path.basename(p).startswith(".big.bin.") and p.endswith(".part") for p in synced), synced
+
+
+@pytest.mark.parametrize(
+    ("err_no", "error"), [(errno.EIO, LocalPathError), (errno.ENOSPC, LocalStorageFullError)], ids=["eio", "enospc"]
+)
+def test_an_early_writeback_error_fails_the_file_and_leaves_nothing(
+    asyncssh_server: SFTPServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, err_no: int, error: type
+) -> None:
+    """The kernel reports a write-back error once per open file: the one an early sync saw fails the file."""
+    from airflow_secure_transfer.transfer import download as download_module
+    from airflow_secure_transfer.transfer import writeback
+
+    monkeypatch.setattr(download_module, "WRITEBACK_MIN_SIZE", 1 << 20)
+    monkeypatch.setattr(writeback, "WRITEBACK_EVERY", 256 << 10)
+
+    def failing(fd: int) -> None:
+        raise OSError(err_no, os.strerror(err_no))
+
+    monkeypatch.setattr(writeback, "_datasync", failing)
+    (asyncssh_server.local_root / "big.bin").write_bytes(os.urandom(3_000_000))
+    (tmp_path / "big.bin").write_bytes(b"the old version")
+    with pytest.raises(error, match=os.strerror(err_no)):
+        download(connect(asyncssh_server), f"{asyncssh_server.writable_dir}/big.bin", str(tmp_path / "big.bin"))
+    assert (tmp_path / "big.bin").read_bytes() == b"the old version"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.bin"]
