@@ -872,7 +872,9 @@ class _FileDownload:
                         try:
                             fs.read_to(item.remote, cast("IO[bytes]", writer), offset=offset, size=item.size)
                         except (TransportError, Cancelled):
-                            keep = resumable  # a cut connection: the partial stays for the next try
+                            # A cut connection: the partial stays for the next try, unless writing
+                            # it out already failed (a retry would trust bytes the disk may not hold).
+                            keep = resumable and (writeback is None or writeback.clean())
                             raise
                     try:
                         f.flush()

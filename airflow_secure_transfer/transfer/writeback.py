@@ -82,6 +82,11 @@ class EarlyWriteback:
         if self._error is not None:
             raise self._error
 
+    def clean(self) -> bool:
+        """Stop the helper; True when no sync reported an error (the bytes so far may be trusted for a resume)."""
+        self._join()
+        return self._error is None
+
     def _join(self) -> None:
         if not self._thread.is_alive():
             return

@@ -76,3 +76,21 @@ def test_no_thread_without_enter_and_bad_threshold_refused(tmp_path: Path) -> No
         wb.finish()  # never started: nothing to join
         with pytest.raises(ValueError, match="every must be > 0"):
             EarlyWriteback(f.fileno(), every=0)
+
+
+def test_clean_tells_whether_the_bytes_so_far_were_written_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cut download keeps its partial for a resume only when no early sync failed (clean() decides)."""
+    with open(tmp_path / "part", "wb") as f, EarlyWriteback(f.fileno(), every=10) as wb:
+        wb.wrote(10)
+        assert wb.clean()
+    tried = threading.Event()
+
+    def failing(fd: int) -> None:
+        tried.set()
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(writeback, "_datasync", failing)
+    with open(tmp_path / "part", "wb") as f, EarlyWriteback(f.fileno(), every=10) as wb:
+        wb.wrote(10)
+        assert tried.wait(HANG_GUARD_S)
+        assert not wb.clean()
