@@ -22,8 +22,10 @@ The model, per direction of each connection (``d`` = the one-way delay):
   serialisation, when one is set), never before an earlier chunk of the same direction: order kept;
   an EOF travels the same way (a half-close arrives ``d`` late);
 * the TCP handshake's round trip, which a local ``connect()`` does not pay, is added: nothing the
-  client sends is delivered before ``open + 3d`` and nothing the server sends before ``open + 2d``
-  (a real client's first byte leaves after the SYN-ACK, at ``2d``, and arrives at ``3d``);
+  client sends is delivered before ``open + 3d`` (a real client's first byte leaves after the SYN-ACK,
+  at ``2d``, and arrives at ``3d``), and the relay connects to the server only at ``open + 3d``, when a
+  real server's ``accept()`` returns (the client's ACK arrives), so what the server sends on accept
+  arrives at ``open + 4d`` or later;
 * rate cap (bits/s): one link per direction shared by all connections (FIFO serialisation), as a
   bottleneck link is;
 * window (bytes): at most this many bytes of one direction of one connection are "in flight"
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import select
 import shutil
 import socket
 import struct
@@ -153,6 +156,10 @@ class DelayRelay(Relay):
         self.window = window or kernel_tcp_rmem_max()
         self._link_free = {"c2s": 0.0, "s2c": 0.0}
         self._stats: dict[int, ConnStats] = {}
+        #: when each client connection was accepted here (the client's SYN), by client socket
+        self._opened: dict[socket.socket, float] = {}
+        #: when a client's first bytes arrived, if before the relay connected to the server
+        self._first_ready: dict[socket.socket, float] = {}
 
     def set_link(self, delay_s: float, rate_bps: float | None = None) -> None:
         """Change the delay and the rate cap (applies to what is read from now on)."""
@@ -188,9 +195,48 @@ class DelayRelay(Relay):
                 out[kind] = d
         return out
 
+    def _connect_pair(self, client: socket.socket, kind: str, target: tuple[str, int]) -> None:
+        """Connect to the server only when a real server would accept: ``3d`` after the client's SYN.
+
+        A server learns of a connection when the client's ACK arrives (SYN at ``d``, SYN-ACK back at
+        ``2d``, ACK at ``3d``); what it sends on accept (a greeting, an FTP ``150`` after accepting a
+        passive data connection) therefore reaches the client ``4d`` after it began to connect.
+        Connecting upstream at once would let the server act ``3d`` early.
+        """
+        opened = time.monotonic()
+        with self.lock:
+            self._opened[client] = opened
+            delay = self.delay_s
+        t = threading.Thread(
+            target=self._connect_late, args=(client, kind, target, opened + 3 * delay), name="delay-accept", daemon=True
+        )
+        self._threads.append(t)
+        t.start()
+
+    def _connect_late(self, client: socket.socket, kind: str, target: tuple[str, int], when: float) -> None:
+        # Note when the client's first bytes arrive meanwhile (a ClientHello or an SSH banner sent at once):
+        # they are due d after that (and not before open + 3d), not d after the pump starts reading.
+        ready_at: float | None = None
+        while (left := when - time.monotonic()) > 0:
+            if self._stopping.is_set():
+                client.close()
+                return
+            if ready_at is None:
+                with contextlib.suppress(OSError, ValueError):
+                    if select.select([client], [], [], min(left, 0.05))[0]:
+                        ready_at = time.monotonic()
+            elif self._stopping.wait(left):
+                client.close()
+                return
+        if ready_at is not None:
+            with self.lock:
+                self._first_ready[client] = ready_at
+        super()._connect_pair(client, kind, target)
+
     def _conn_stats(self, conn: RelayConn) -> ConnStats:
         with self.lock:
-            return self._stats.setdefault(conn.index, ConnStats(kind=conn.kind, opened=time.monotonic()))
+            opened = self._opened.get(conn.client, time.monotonic())
+            return self._stats.setdefault(conn.index, ConnStats(kind=conn.kind, opened=opened))
 
     def _count(self, st: ConnStats, d: str, n: int, now: float) -> None:
         with self.lock:
@@ -235,6 +281,9 @@ class DelayRelay(Relay):
                 break
             now = time.monotonic()
             with self.lock:
+                if d == "c2s" and conn.client in self._first_ready:
+                    # read late (the relay connected to the server only now), sent by the client earlier
+                    now = self._first_ready.pop(conn.client)
                 delay, rate = self.delay_s, self.rate_bps
                 sent = now
                 if rate and n:

@@ -355,12 +355,23 @@ class _FTPTLS(ftplib.FTP_TLS):
         #: of a small file's upload); it is the same OpenSSL session until new tickets arrive, so
         #: it is read once, and again after a data connection that did not resume it.
         self._data_session: ssl.SSLSession | None = None
+        #: Upload data connections ended by :meth:`end_upload`, closed after the next reply.
+        self.lingering: list[ssl.SSLSocket] = []
 
     def getresp(self) -> str:
         """Read one reply within ``conn_timeout`` in total (see :class:`_ReplyReader`)."""
         if isinstance(self.file, _ReplyReader):
             self.file.start_reply()
-        return super().getresp()
+        try:
+            return super().getresp()
+        finally:
+            if self.lingering:
+                self._close_lingering()
+
+    def close(self) -> None:
+        """Close the control connection and any data connection still open."""
+        self._close_lingering()
+        super().close()
 
     @contextlib.contextmanager
     def deadline(self, deadline: float) -> Iterator[None]:
@@ -535,28 +546,23 @@ class _FTPTLS(ftplib.FTP_TLS):
             raise OSError(err, os.strerror(err))
         raw.settimeout(self._time_left())
 
-    def open_data(self, raw: socket.socket) -> tuple[ssl.SSLSocket, int | None]:
-        """Read the transfer command's reply, finish *raw*'s connect and start TLS on it (see ``ntransfercmd``).
+    def begin_data(self, raw: socket.socket) -> ssl.SSLSocket:
+        """Finish *raw*'s connect and send the TLS ClientHello on it; :meth:`finish_data` completes it.
 
-        *raw* comes from :meth:`start_data_connect`; the transfer command has been sent. *raw* is
-        closed on any error.
+        Called once the transfer command has been sent, before its reply is read: servers start TLS on
+        the data connection only after they accepted the command (vsftpd: after its ``150``), so the
+        ClientHello waits in their socket buffer meanwhile, and the server's answer travels with the
+        ``150`` instead of one round trip after it. Nothing but the ClientHello is sent until the
+        handshake (every check included) has completed. *raw* is closed on any error.
         """
         assert self.sock is not None
         if not isinstance(self.sock, ssl.SSLSocket) or not self.data_protected:
             raw.close()
             raise SecurityPolicyError("refusing to open a data connection before PROT P is in force")
         try:
-            resp = self.getresp()
-            if resp[0] == "2":
-                # Some servers send a 2xx before the 1xx (see ftplib.FTP.ntransfercmd).
-                resp = self.getresp()
-            if resp[0] != "1":
-                raise ftplib.error_reply(resp)
-            size = ftplib.parse150(resp) if resp[:3] == "150" else None
             self._finish_connect(raw)
-            # The handshake happens only now: servers start TLS on the data connection after
-            # they have accepted the command. Resuming self.sock.session is what vsftpd's
-            # require_ssl_reuse and FileZilla Server check; the pin (if any) is checked again.
+            # Resuming self.sock.session is what vsftpd's require_ssl_reuse and FileZilla Server
+            # check; the pin (if any) is checked again once the handshake ends.
             session = self._data_session
             if session is None:
                 session = self._data_session = self.sock.session
@@ -565,15 +571,100 @@ class _FTPTLS(ftplib.FTP_TLS):
                 server_hostname=self.server_hostname,
                 session=session,
                 suppress_ragged_eofs=False,
+                do_handshake_on_connect=False,
             )
         except BaseException:
             raw.close()
+            self._data_session = None
+            raise
+        try:
+            conn.setblocking(False)
+            try:
+                conn.do_handshake()
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                pass  # expected: the ClientHello is out; finish_data() continues from here
+        except BaseException:
+            conn.close()
+            self._data_session = None
+            raise
+        return conn
+
+    def finish_data(self, conn: ssl.SSLSocket) -> tuple[ssl.SSLSocket, int | None]:
+        """Read the transfer command's ``1xx`` and complete *conn*'s handshake (see :meth:`begin_data`).
+
+        *conn* is closed on any error (a refused command: its reply is the error).
+        """
+        try:
+            resp = self.getresp()
+            if resp[0] == "2":
+                # Some servers send a 2xx before the 1xx (see ftplib.FTP.ntransfercmd).
+                resp = self.getresp()
+            if resp[0] != "1":
+                raise ftplib.error_reply(resp)
+            size = ftplib.parse150(resp) if resp[:3] == "150" else None
+            conn.settimeout(self._time_left())
+            conn.do_handshake()
+        except BaseException:
+            conn.close()
             self._data_session = None
             raise
         self.last_data_session_reused = bool(conn.session_reused)
         if not conn.session_reused:
             self._data_session = None  # the next data connection offers the control connection's current one
         return conn, size
+
+    def open_data(self, raw: socket.socket) -> tuple[ssl.SSLSocket, int | None]:
+        """Start TLS on *raw* (from :meth:`start_data_connect`; the transfer command has been sent) and read
+        the command's ``1xx``: :meth:`begin_data`, then :meth:`finish_data`."""
+        return self.finish_data(self.begin_data(raw))
+
+    def end_upload(self, conn: ssl.SSLSocket) -> None:
+        """End an upload's data connection without waiting for the server: close_notify, then FIN.
+
+        ``unwrap()`` waits one round trip for the server's close_notify, and a server that waits for the
+        client's FIN before its ``226`` (vsftpd) takes one more. Neither answer proves anything about the
+        upload (the ``226`` and the size check do), so neither is waited for; the close_notify still goes
+        first, so the server sees a clean end of the TLS stream, never a truncation. The socket is closed
+        once the next reply has been read (:meth:`getresp`), after what the server sent meanwhile is read,
+        so that it ends with a FIN, not a reset.
+        """
+        try:
+            deadline = time.monotonic() + self._time_left()
+            conn.setblocking(False)
+            with selectors.DefaultSelector() as sel:
+                sel.register(conn, selectors.EVENT_WRITE)
+                while True:
+                    try:
+                        conn.unwrap()  # returns only when the server's close_notify was already here
+                        break
+                    except ssl.SSLWantReadError:
+                        break  # ours is sent; theirs is not waited for
+                    except ssl.SSLWantWriteError:
+                        # The send buffer is still full of data: wait until the close_notify fits.
+                        left = deadline - time.monotonic()
+                        if left <= 0 or not sel.select(left):
+                            raise TimeoutError("the data connection's close_notify was not sent in time") from None
+                    except (OSError, ValueError):
+                        # The server closed first (it refused more data: disk full, quota): the
+                        # reply that follows on the control connection decides, as after unwrap().
+                        break
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_WR)
+        except BaseException:
+            conn.close()
+            raise
+        self.lingering.append(conn)
+
+    def _close_lingering(self) -> None:
+        socks, self.lingering = self.lingering, []
+        for sock in socks:
+            with contextlib.suppress(OSError):
+                sock.setblocking(False)
+                for _ in range(64):  # bounded: the server's close_notify is a few dozen bytes
+                    if not socket.socket.recv(sock, 65536):
+                        break
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def ntransfercmd(self, cmd: str, rest: int | str | None = None) -> tuple[socket.socket, int | None]:
         """Open a TLS data connection for *cmd* that resumes the control connection's session."""
@@ -1137,6 +1228,9 @@ class FTPSClient(ClosingClient):
     def _data(self, conn: socket.socket, what: str, path: str) -> Iterator[None]:
         """Close the data connection (TLS close_notify first) on every way out of the block.
 
+        An upload that completed is ended with :meth:`_FTPTLS.end_upload` (not waiting for the server's
+        close_notify); the caller reads the ``226``.
+
         On an error inside the block the server's final reply is read, so that a
         ``552`` (disk full) sent while we were writing explains the broken pipe.
         """
@@ -1158,6 +1252,9 @@ class FTPSClient(ClosingClient):
                 self._broken = self._broken or f"aborted {what}"
             raise
         else:
+            if what == "upload" and isinstance(conn, ssl.SSLSocket) and self._ftp is not None:
+                self._ftp.end_upload(conn)
+                return
             if isinstance(conn, ssl.SSLSocket):
                 try:
                     conn.unwrap()
@@ -1539,15 +1636,28 @@ class FTPSClient(ClosingClient):
                         try:
                             if ftp.pipelining:
                                 ftp.putlines([line for _, _, line in carry] + [f"STOR {part}"])
-                                self._settle_carry(ftp, carry, sizes, answers, settled, replace_later, send=False)
                             else:
                                 self._settle_carry(ftp, carry, sizes, answers, settled, replace_later, send=True)
                                 ftp.putline(f"STOR {part}")
                         except BaseException:
                             raw.close()
                             raise
+                        # The ClientHello goes out now, before the replies to the carried lines are read:
+                        # its answer comes with the 150 (see _FTPTLS.begin_data).
+                        hello: ssl.SSLSocket | None = None
+                        try:
+                            hello = ftp.begin_data(raw)
+                        finally:
+                            # The carried lines' replies come first, whatever became of this data connection.
+                            if ftp.pipelining:
+                                try:
+                                    self._settle_carry(ftp, carry, sizes, answers, settled, replace_later, send=False)
+                                except BaseException:
+                                    if hello is not None:
+                                        hello.close()
+                                    raise
                         carry = []
-                        conn, _ = ftp.open_data(raw)
+                        conn, _ = ftp.finish_data(hello)
                         with self._data(conn, "upload", part):
                             conn.sendall(data)
                         ftp.voidresp()

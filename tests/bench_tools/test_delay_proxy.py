@@ -116,6 +116,44 @@ def test_each_direction_is_delayed_and_the_handshake_costs_a_round_trip() -> Non
         assert client.recv(10) == b""  # the EOF travels through too
 
 
+def greet(conn: socket.socket, log: list[tuple[str, float]]) -> None:
+    log.append(("accepted", time.monotonic()))
+    conn.sendall(b"220 hello\r\n")
+    conn.recv(10)
+
+
+def test_the_server_accepts_when_the_clients_ack_would_arrive() -> None:
+    """SYN at d, SYN-ACK back at 2d, ACK at 3d: a server learns of the connection at 3d, so what it sends on
+    accept (a greeting, an FTP 150 once it accepted a passive data connection) arrives at 4d, not earlier."""
+    with relayed(greet) as (_relay, peer, client):
+        assert recv_exact(client, 11) == b"220 hello\r\n"
+        arrived = time.monotonic()
+        client.sendall(b"x")
+    accepted = next(t for e, t in peer.log if e == "accepted")
+    assert accepted - peer.connect_started >= 3 * D
+    assert arrived - peer.connect_started >= 4 * D
+
+
+def first_bytes(conn: socket.socket, log: list[tuple[str, float]]) -> None:
+    log.append(("accepted", time.monotonic()))
+    data = conn.recv(10)
+    log.append(("recv", time.monotonic()))
+    conn.sendall(data)
+
+
+def test_bytes_the_client_sends_at_once_arrive_with_the_handshakes_ack() -> None:
+    """A ClientHello sent as soon as connect() returns rides with the ACK: the server reads it when it accepts
+    (3d), not one more delay later (the relay reads it late, but dates it from when the client sent it)."""
+    d = 0.2
+    with relayed(first_bytes, delay=d) as (_relay, peer, client):
+        client.sendall(b"hello")
+        assert recv_exact(client, 5) == b"hello"
+    accepted = next(t for e, t in peer.log if e == "accepted")
+    received = next(t for e, t in peer.log if e == "recv")
+    assert accepted - peer.connect_started >= 3 * d
+    assert received - accepted < d / 2  # the emulated physics: due at 3d; one more d would be >= 0.2 s
+
+
 def test_order_is_kept_under_a_rate_cap_and_a_delay_change() -> None:
     blob = os.urandom(300_000)
     with relayed(echo, rate_bps=40e6) as (relay, _peer, client):

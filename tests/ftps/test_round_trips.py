@@ -9,14 +9,19 @@ a HelloRetryRequest instead.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import select
+import socket
 import ssl
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from airflow_secure_transfer.exceptions import RemotePathError
+from airflow_secure_transfer.exceptions import RemotePathError, SecureTransferError
 from airflow_secure_transfer.security.policy import parse_ftps_settings
+from airflow_secure_transfer.security.settings import FTPSSettings
 from airflow_secure_transfer.security.tls import build_ssl_context
 from airflow_secure_transfer.transfer import ftps
 from airflow_secure_transfer.transfer.ftps import FTPSClient, _hrr_group
@@ -214,3 +219,93 @@ def test_a_server_that_drops_pipelined_commands_gets_them_one_at_a_time(
         with FTPSClient(settings) as again:
             assert again.stat("/missing") is None
         assert server.connections == 3  # remembered: no probe, no second session
+
+
+def _store_checks_hello_first(seen: dict[str, object]) -> Callable[[Session], None]:
+    """A sane FTPS server whose ``STOR`` accepts the data connection and, before its ``150``, waits up to 10 s
+    for the client's first bytes there (*seen*: ``hello_before_150``); then TLS and the data; after the client's
+    close_notify it waits up to 10 s for the client's FIN before it sends its own close_notify
+    (``fin_before_servers_close_notify``), as vsftpd does before its ``226``."""
+    script = ftp_script(at="never")
+
+    def run(s: Session) -> None:
+        read = s.readline
+
+        def readline() -> str | None:
+            line = read()
+            if line is None or not line.upper().startswith("STOR "):
+                return line
+            data_lst = s.server.extra[-1]
+            data_lst.settimeout(10)
+            conn, _ = data_lst.accept()
+            with conn:
+                ready, _, _ = select.select([conn], [], [], 10)
+                seen["hello_before_150"] = bool(ready) and conn.recv(1, socket.MSG_PEEK) == b"\x16"
+                s.line("150 Ok to send data.")
+                assert s.server.tls_context is not None
+                tls = s.server.tls_context.wrap_socket(conn, server_side=True)
+                received = bytearray()
+                while chunk := tls.recv(65536):  # ends at the client's close_notify
+                    received += chunk
+                seen["data"] = bytes(received)
+                # Before this server sends its own close_notify: does the client's FIN come anyway?
+                ready, _, _ = select.select([tls], [], [], 10)
+                seen["fin_before_servers_close_notify"] = bool(ready) and socket.socket.recv(tls, 1) == b""
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    tls.unwrap()
+            s.line("226 Transfer complete.")
+            return read()
+
+        s.readline = readline  # type: ignore[method-assign]
+        script(s)
+
+    return run
+
+
+def _script_settings(server: ScriptServer, pki: ServerPKI) -> FTPSSettings:
+    return parse_ftps_settings(
+        conn_type="secure_ftps",
+        host=server.host,
+        port=server.port,
+        login="u",
+        password="p",
+        extras={"conn_timeout": 20, "ca_bundle": pki.ca_pem},
+    )
+
+
+@pytest.mark.parametrize("how", ["write_from", "put_small"])
+def test_an_upload_neither_waits_for_the_150_to_start_tls_nor_for_the_servers_close_notify_to_end(
+    test_pki: ServerPKI, how: str
+) -> None:
+    """Two round trips per data connection that decide nothing:
+
+    * the ClientHello goes out before the 1xx is read, so the server's answer travels with the 150 instead of
+      one round trip after it (the server here sends its 150 only once it has seen the ClientHello; a client
+      that waits for the 150 first stalls it for 10 s and fails the check);
+    * after the data: the client's close_notify, then its FIN at once, not after the server's close_notify
+      (vsftpd sends its 226 only after that FIN). The 226 and the size check decide, as before.
+    """
+    seen: dict[str, object] = {}
+    with ScriptServer(_store_checks_hello_first(seen), tls_context=tls_server_context(test_pki)) as server:
+        with FTPSClient(_script_settings(server, test_pki)) as fs:
+            if how == "write_from":
+                assert fs.write_from("/early", io.BytesIO(b"early bytes")) == 11
+            else:
+                # This server has no SIZE: no size, so no rename (put_small's contract).
+                assert fs.put_small("/.early.part", "/early", b"early bytes") is None
+            assert fs.ftp.lingering == []  # the data connection is closed once the 226 was read
+            fs.noop()
+            assert fs.usable
+    assert seen == {"hello_before_150": True, "data": b"early bytes", "fin_before_servers_close_notify": True}
+
+
+def test_a_refused_transfer_after_an_early_client_hello_leaves_the_session_in_step(test_pki: ServerPKI) -> None:
+    """The server refuses the command (550) and never starts TLS on the data connection: the handshake begun
+    early is dropped, the refusal is the error, and the control connection stays usable."""
+    with ScriptServer(ftp_script(at="never"), tls_context=tls_server_context(test_pki)) as server:
+        with FTPSClient(_script_settings(server, test_pki)) as fs:
+            with pytest.raises(SecureTransferError, match="550"):
+                fs.put_small("/.x.part", "/x", b"refused")
+            assert fs.usable
+            fs.noop()
+            assert fs.stat("/missing") is None

@@ -225,21 +225,25 @@ class Relay:
                 client, _ = lst.accept()
             except OSError:
                 return
-            try:
-                server = socket.create_connection(target, timeout=5)
-                server.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            for s in (client, server):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            with self.lock:
-                conn = RelayConn(kind, len(self.conns), client, server, self.record)
-                self.conns.append(conn)
-            for src, dst, d in ((client, server, "c2s"), (server, client, "s2c")):
-                t = threading.Thread(target=self._pump, args=(conn, src, dst, d), name=f"relay-{kind}-{d}", daemon=True)
-                self._threads.append(t)
-                t.start()
+            self._connect_pair(client, kind, target)
+
+    def _connect_pair(self, client: socket.socket, kind: str, target: tuple[str, int]) -> None:
+        """Connect *client*'s relayed connection to *target* and start pumping both directions."""
+        try:
+            server = socket.create_connection(target, timeout=5)
+            server.settimeout(None)
+        except OSError:
+            client.close()
+            return
+        for s in (client, server):
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        with self.lock:
+            conn = RelayConn(kind, len(self.conns), client, server, self.record)
+            self.conns.append(conn)
+        for src, dst, d in ((client, server, "c2s"), (server, client, "s2c")):
+            t = threading.Thread(target=self._pump, args=(conn, src, dst, d), name=f"relay-{kind}-{d}", daemon=True)
+            self._threads.append(t)
+            t.start()
 
     def _fire(self, fault: Fault) -> None:
         with self.lock:
