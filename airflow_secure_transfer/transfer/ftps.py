@@ -170,10 +170,21 @@ _KEY_SHARE_LOCK = threading.Lock()
 _NO_PIPELINING: set[tuple[str, int]] = set()
 #: At least this long (or 4 round trips) for the answers after the first of the session's first burst.
 _PIPELINE_PROBE_S = 2.0
+#: Greetings of servers that read the control connection only between transfers (vsftpd's default banner).
+_READS_BETWEEN_TRANSFERS = re.compile(r"^220 \(vsFTPd \d")
+#: (host, port) of servers that answered a command sent during a transfer before the transfer's own reply:
+#: this process waits for the 226 before it sends the next command to them.
+_ANSWERS_DURING_TRANSFERS: set[tuple[str, int]] = set()
+#: Successful replies to the commands sent with the end of an upload (SIZE, EPSV, PASV): never a transfer's.
+_NOT_A_TRANSFER_REPLY = ("213", "227", "229")
 
 
 class _NoPipelining(Exception):
     """Internal: the server answered the first command of a pipelined burst but not the next ones."""
+
+
+class _AnsweredDuringTransfer(Exception):
+    """Internal: a command sent while an upload ended was answered before the upload's final reply."""
 
 
 def _hrr_group(message: bytes) -> int | None:
@@ -355,6 +366,9 @@ class _FTPTLS(ftplib.FTP_TLS):
         #: of a small file's upload); it is the same OpenSSL session until new tickets arrive, so
         #: it is read once, and again after a data connection that did not resume it.
         self._data_session: ssl.SSLSession | None = None
+        #: The server reads commands only between transfers (vsftpd): what is sent while a transfer ends
+        #: is read after its final reply, so the upload's ``SIZE`` and the next ``EPSV`` need not wait for it.
+        self.reads_between_transfers = False
         #: Upload data connections ended by :meth:`end_upload`, closed after the next reply.
         self.lingering: list[ssl.SSLSocket] = []
 
@@ -762,6 +776,10 @@ class FTPSClient(ClosingClient):
                 self.welcome = self._scrub(ftp.getresp())
                 if not self.welcome.startswith("220"):
                     raise TransportError(f"{self._where}: unexpected greeting {self.welcome[:200]!r}")
+                ftp.reads_between_transfers = (
+                    _READS_BETWEEN_TRANSFERS.match(self.welcome) is not None
+                    and (settings.host, settings.port) not in _ANSWERS_DURING_TRANSFERS
+                )
                 if settings.tls_mode is TLSMode.EXPLICIT:
                     self._auth_tls(ftp)
             assert isinstance(ftp.sock, ssl.SSLSocket)
@@ -894,6 +912,13 @@ class FTPSClient(ClosingClient):
         if self._ftp is None:
             raise TransportError(f"{self._where}: the connection is closed")
         return self._ftp
+
+    def _reconnect(self) -> None:
+        """Replace a broken session with a new one to the same server (the same settings and context)."""
+        self._abandon()
+        self._broken = None
+        with self._errors("connect"):
+            self._connect()
 
     def _abandon(self) -> None:
         ftp, self._ftp = self._ftp, None
@@ -1621,6 +1646,8 @@ class FTPSClient(ClosingClient):
         replace_later: list[tuple[int, RemotePathError]] = []
         address: tuple[str, int] | None = None
         ftp = self.ftp
+        #: Where the files to send again on a new connection begin (see _after_transfer).
+        again: list[int] = []
         try:
             for pos, i in enumerate(todo):
                 part, target, data = items[i]
@@ -1660,12 +1687,16 @@ class FTPSClient(ClosingClient):
                         conn, _ = ftp.finish_data(hello)
                         with self._data(conn, "upload", part):
                             conn.sendall(data)
-                        ftp.voidresp()
-                        # The upload is confirmed: now its size, with the next file's passive port.
+                        # Its size, with the next file's passive port: after the 226, or on a server that
+                        # reads commands only between transfers (vsftpd) at once, to be read after the 226.
                         more = pos + 1 < len(todo)
                         size_known = "SIZE" in self.features
                         lines = ([f"SIZE {part}"] if size_known else []) + ([ftp.pasv_command()] if more else [])
-                        replies = ftp.exchange(lines)
+                        if lines and ftp.pipelining and ftp.reads_between_transfers:
+                            replies = self._after_transfer(ftp, lines)
+                        else:
+                            ftp.voidresp()
+                            replies = ftp.exchange(lines)
                     if size_known:
                         size = self._size_reply(part, replies[0])
                     else:
@@ -1673,6 +1704,9 @@ class FTPSClient(ClosingClient):
                     if more:
                         with self._errors("upload", items[todo[pos + 1]][0]):
                             address = ftp.pasv_address(replies[-1])
+                except _AnsweredDuringTransfer:
+                    again = todo[pos:]
+                    break
                 except SecureTransferError as exc:
                     answers[i], settled[i] = exc, True
                     if not self.usable:
@@ -1692,6 +1726,13 @@ class FTPSClient(ClosingClient):
                 with self._errors("rename", items[carry[0][0]][0]):
                     self._settle_carry(ftp, carry, sizes, answers, settled, replace_later, send=True)
                 carry = []
+            if again:
+                # Nothing of these is renamed (the carried renames were settled before this file's
+                # 150): a new session, which waits for each 226 first, sends them all again.
+                self._reconnect()
+                resent = self.put_small_many([items[j] for j in again], mtimes=[times[j] for j in again])
+                for j, answer in zip(again, resent, strict=True):
+                    answers[j], settled[j] = answer, True
             for i, refusal in replace_later:
                 part, target, _ = items[i]
                 try:
@@ -1709,6 +1750,38 @@ class FTPSClient(ClosingClient):
                 if not settled[i]:
                     answers[i] = exc
         return answers
+
+    def _after_transfer(self, ftp: _FTPTLS, lines: list[str]) -> list[str | ftplib.Error]:
+        """Send *lines* before the upload's final reply is read; return their replies after checking it.
+
+        Only for a server that reads the control connection between transfers only (vsftpd): it reads
+        *lines* after it sent the ``226``, so the ``SIZE`` among them sees the complete file. Each reply
+        is checked where it stands: the first must be the transfer's own final reply, never one that a
+        ``SIZE`` or ``EPSV``/``PASV`` gets. Any other order means the server read the lines while the
+        transfer was ending (its ``SIZE`` may have seen part of the file, its ``EPSV`` may have ended
+        the transfer): this connection is given up (a retryable error: nothing was renamed), and this
+        process waits for the ``226`` with that server from then on.
+        """
+        ftp.putlines(lines)
+        (first,) = ftp.replies(1)
+        if isinstance(first, str) and first[:3] in _NOT_A_TRANSFER_REPLY:
+            # Not read further: a server that let an EPSV end the transfer may never send its reply.
+            _ANSWERS_DURING_TRANSFERS.add((self.settings.host, self.settings.port))
+            ftp.reads_between_transfers = False
+            self._broken = "the server answered a command sent during a transfer before the transfer's reply"
+            log.warning(
+                "%s answered %s before the upload's final reply: it reads commands during transfers; the "
+                "file is sent again on a new connection, and this process waits for the final reply first",
+                self._where,
+                lines[0].split()[0],
+            )
+            raise _AnsweredDuringTransfer
+        replies = ftp.replies(len(lines))
+        if isinstance(first, ftplib.Error):
+            raise first
+        if first[:1] != "2":
+            raise ftplib.error_reply(first)
+        return replies
 
     def _size_reply(self, path: str, reply: str | ftplib.Error) -> int | None:
         """Judge a ``SIZE`` reply as :meth:`size` does (missing or a directory: ``None``)."""

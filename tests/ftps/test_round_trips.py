@@ -16,6 +16,7 @@ import select
 import socket
 import ssl
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -24,12 +25,14 @@ from airflow_secure_transfer.security.policy import parse_ftps_settings
 from airflow_secure_transfer.security.settings import FTPSSettings
 from airflow_secure_transfer.security.tls import build_ssl_context
 from airflow_secure_transfer.transfer import ftps
+from airflow_secure_transfer.transfer.engine import upload
 from airflow_secure_transfer.transfer.ftps import FTPSClient, _hrr_group
 from tests.contract._support import leftovers, remote, settings_for
 from tests.security.tools import ScriptServer, Session, ftp_script, tls_server_context
 from tests.servers import FTPSServer
 from tests.servers.pki import ServerPKI
 from tests.servers.proxy import CountingProxy
+from tests.servers.pyftpd import run_pyftpd
 
 #: A TLS 1.3 HelloRetryRequest as vsftpd sends it (P-256 only), from the handshake trace of a real session.
 _HRR = bytes.fromhex(
@@ -221,42 +224,91 @@ def test_a_server_that_drops_pipelined_commands_gets_them_one_at_a_time(
         assert server.connections == 3  # remembered: no probe, no second session
 
 
-def _store_checks_hello_first(seen: dict[str, object]) -> Callable[[Session], None]:
+def _store_checks_hello_first(
+    seen: dict[str, object],
+    *,
+    banner: str | None = None,
+    size: bool = False,
+    hold_226: float = 0.0,
+    answers_during_transfers: bool = False,
+) -> Callable[[Session], None]:
     """A sane FTPS server whose ``STOR`` accepts the data connection and, before its ``150``, waits up to 10 s
     for the client's first bytes there (*seen*: ``hello_before_150``); then TLS and the data; after the client's
     close_notify it waits up to 10 s for the client's FIN before it sends its own close_notify
-    (``fin_before_servers_close_notify``), as vsftpd does before its ``226``."""
+    (``fin_before_servers_close_notify``), as vsftpd does before its ``226``.
+
+    *banner*: its greeting. *size*: it offers ``SIZE`` (the size of what it received) and renames. *hold_226*:
+    before its ``226`` it waits this long for a command to arrive (``command_before_226``); with
+    *answers_during_transfers* it answers that command first, as a server that reads commands while a transfer
+    ends would (vsftpd does not: it reads them after the ``226``).
+    """
     script = ftp_script(at="never")
+    sizes: dict[str, int] = {}
 
     def run(s: Session) -> None:
-        read = s.readline
+        read, say = s.readline, s.line
+
+        def line(text: str) -> None:
+            if banner is not None and text.startswith("220 "):
+                text = banner
+            say(text)
+
+        def answer(command: str) -> bool:
+            verb, _, arg = command.partition(" ")
+            verb = verb.upper()
+            if verb == "FEAT" and size:
+                s.send(b"211-Features:\r\n EPSV\r\n SIZE\r\n UTF8\r\n PBSZ\r\n PROT\r\n211 End\r\n")
+            elif verb == "SIZE" and size and arg in sizes:
+                say(f"213 {sizes[arg]}")
+            elif verb == "RNFR" and size and arg in sizes:
+                say("350 Ready for RNTO.")
+            elif verb == "RNTO" and size:
+                say("250 Rename successful.")
+            else:
+                return False
+            return True
 
         def readline() -> str | None:
-            line = read()
-            if line is None or not line.upper().startswith("STOR "):
-                return line
-            data_lst = s.server.extra[-1]
-            data_lst.settimeout(10)
-            conn, _ = data_lst.accept()
-            with conn:
-                ready, _, _ = select.select([conn], [], [], 10)
-                seen["hello_before_150"] = bool(ready) and conn.recv(1, socket.MSG_PEEK) == b"\x16"
-                s.line("150 Ok to send data.")
-                assert s.server.tls_context is not None
-                tls = s.server.tls_context.wrap_socket(conn, server_side=True)
-                received = bytearray()
-                while chunk := tls.recv(65536):  # ends at the client's close_notify
-                    received += chunk
-                seen["data"] = bytes(received)
-                # Before this server sends its own close_notify: does the client's FIN come anyway?
-                ready, _, _ = select.select([tls], [], [], 10)
-                seen["fin_before_servers_close_notify"] = bool(ready) and socket.socket.recv(tls, 1) == b""
-                with contextlib.suppress(OSError, ssl.SSLError):
-                    tls.unwrap()
-            s.line("226 Transfer complete.")
-            return read()
+            while True:
+                command = read()
+                if command is None:
+                    return None
+                if answer(command):
+                    continue
+                if not command.upper().startswith("STOR "):
+                    return command
+                data_lst = s.server.extra[-1]
+                data_lst.settimeout(10)
+                conn, _ = data_lst.accept()
+                with conn:
+                    ready, _, _ = select.select([conn], [], [], 10)
+                    seen["hello_before_150"] = bool(ready) and conn.recv(1, socket.MSG_PEEK) == b"\x16"
+                    say("150 Ok to send data.")
+                    assert s.server.tls_context is not None
+                    tls = s.server.tls_context.wrap_socket(conn, server_side=True)
+                    received = bytearray()
+                    while chunk := tls.recv(65536):  # ends at the client's close_notify
+                        received += chunk
+                    seen["data"] = bytes(received)
+                    sizes[command[5:]] = len(received)
+                    # Before this server sends its own close_notify: does the client's FIN come anyway?
+                    ready, _, _ = select.select([tls], [], [], 10)
+                    seen["fin_before_servers_close_notify"] = bool(ready) and socket.socket.recv(tls, 1) == b""
+                    with contextlib.suppress(OSError, ssl.SSLError):
+                        tls.unwrap()
+                if hold_226:
+                    control = s.sock
+                    assert isinstance(control, ssl.SSLSocket)
+                    waiting = control.pending() > 0 or bool(select.select([control], [], [], hold_226)[0])
+                    seen["command_before_226"] = waiting
+                    seen.setdefault("each_command_before_226", []).append(waiting)  # type: ignore[union-attr]
+                    if waiting and answers_during_transfers:
+                        early = read()
+                        assert early is not None and answer(early)
+                say("226 Transfer complete.")
 
         s.readline = readline  # type: ignore[method-assign]
+        s.line = line  # type: ignore[method-assign]
         script(s)
 
     return run
@@ -309,3 +361,75 @@ def test_a_refused_transfer_after_an_early_client_hello_leaves_the_session_in_st
             assert fs.usable
             fs.noop()
             assert fs.stat("/missing") is None
+
+
+@pytest.mark.parametrize("vsftpd", [True, False], ids=["vsftpd-banner", "other-banner"])
+def test_size_and_the_next_epsv_wait_for_the_226_except_on_a_server_that_reads_only_between_transfers(
+    test_pki: ServerPKI, monkeypatch: pytest.MonkeyPatch, vsftpd: bool
+) -> None:
+    """vsftpd reads the control connection only between transfers: the upload's SIZE and the next file's EPSV
+    go out with the end of the data and are read after its 226 (one round trip less per small file). Any other
+    server gets them only after the 226 (this one waits 0.5 s for a command before its 226: none comes)."""
+    monkeypatch.setattr(ftps, "_ANSWERS_DURING_TRANSFERS", set())
+    seen: dict[str, object] = {}
+    banner = "220 (vsFTPd 3.0.3)" if vsftpd else "220 Some FTP server ready"
+    script = _store_checks_hello_first(seen, banner=banner, size=True, hold_226=10 if vsftpd else 0.5)
+    with ScriptServer(script, tls_context=tls_server_context(test_pki)) as server:
+        with FTPSClient(_script_settings(server, test_pki)) as fs:
+            assert fs.ftp.reads_between_transfers is vsftpd
+            answers = fs.put_small_many([("/.a.part", "/a", b"a" * 10), ("/.b.part", "/b", b"b" * 20)])
+            assert answers == [10, 20]
+            assert fs.usable
+    assert seen["command_before_226"] is vsftpd
+    assert seen["data"] == b"b" * 20
+
+
+def test_a_server_that_answers_during_a_transfer_is_found_and_then_waited_for(
+    test_pki: ServerPKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server with vsftpd's greeting that is not vsftpd: it answers the SIZE sent with the end of the data
+    before the 226. That answer may describe half a file, so nothing is renamed on it: the session is given
+    up, a new one sends the file again and waits for the 226 first, as does every later session to that
+    server in this process."""
+    monkeypatch.setattr(ftps, "_ANSWERS_DURING_TRANSFERS", set())
+    seen: dict[str, object] = {}
+    script = _store_checks_hello_first(
+        seen, banner="220 (vsFTPd 3.0.3)", size=True, hold_226=3, answers_during_transfers=True
+    )
+    with ScriptServer(script, tls_context=tls_server_context(test_pki)) as server:
+        settings = _script_settings(server, test_pki)
+        with FTPSClient(settings) as fs:
+            assert fs.ftp.reads_between_transfers
+            assert fs.put_small_many([("/.a.part", "/a", b"a" * 10), ("/.b.part", "/b", b"b" * 5)]) == [10, 5]
+            assert fs.usable
+            assert fs.ftp.reads_between_transfers is False
+        assert server.connections == 2
+        # the first session: answered early; the second sends both files again, each SIZE after the 226
+        assert seen["each_command_before_226"] == [True, False, False]
+        assert ftps._ANSWERS_DURING_TRANSFERS == {(server.host, server.port)}
+        with FTPSClient(settings) as again:
+            assert again.ftp.reads_between_transfers is False
+
+
+def test_a_concurrent_server_behind_vsftpds_greeting_still_gets_every_file_whole(
+    tmp_path: Path, test_pki: ServerPKI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyftpdlib reads commands while a transfer ends (an EPSV then even closes the data connection), here
+    behind vsftpd's greeting: whatever the order in which it handles the early SIZE and EPSV, every file
+    arrives whole and verified, nothing is left behind (a file it answered out of order is sent again)."""
+    monkeypatch.setattr(ftps, "_ANSWERS_DURING_TRANSFERS", set())
+    src = tmp_path / "src"
+    src.mkdir()
+    payload = {f"f{i:03d}.bin": os.urandom(1000 + 97 * i) for i in range(60)}
+    for name, data in payload.items():
+        (src / name).write_bytes(data)
+    with run_pyftpd(tmp_path / "root", test_pki, handler_attrs={"banner": "(vsFTPd 3.0.3)"}) as server:
+        settings = settings_for(server)
+        with FTPSClient(settings) as probe:
+            assert probe.ftp.reads_between_transfers  # taken for vsftpd by its greeting
+        records = upload(lambda: FTPSClient(settings), str(src), remote(server, "in") + "/", max_connections=2)
+        assert sorted(Path(r.local_path).name for r in records) == sorted(payload)
+        assert all(r.verified for r in records)
+        for name, data in payload.items():
+            assert (server.local_root / "in" / name).read_bytes() == data
+        assert leftovers(server.local_root) == []

@@ -384,7 +384,6 @@ max_clients=200
 max_per_ip=100
 idle_session_timeout=300
 data_connection_timeout=120
-ftpd_banner=sectransfer vsftpd {"implicit" if implicit else "explicit"} ready
 xferlog_enable=YES
 log_ftp_protocol=YES
 debug_ssl=YES
