@@ -36,10 +36,14 @@ decides what goes on the wire is overridden here:
   after ``PASS``, a ``stat`` without ``MLST``, ``RNFR`` + ``RNTO``, and in
   :meth:`FTPSClient.put_small_many` the next file's ``EPSV`` with this file's
   ``SIZE``, and this file's time + rename with the next file's ``STOR``. A check
-  still gates what it protects: ``SIZE`` is sent only after the ``226``, the
-  rename only after ``SIZE`` answered with the right size, ``PROT P`` must succeed
-  before any data connection. The data connection's TCP handshake overlaps the
-  transfer command's round trip, ``QUIT``'s reply is not waited for, and after a
+  still gates what it protects: ``SIZE`` is read only after the ``226`` (sent
+  after it, or, to a server that reads commands only between transfers, with the
+  end of the data: :meth:`FTPSClient._after_transfer`), the rename is sent only
+  after ``SIZE`` answered with the right size, ``PROT P`` must succeed before any
+  data connection. The data connection's TCP handshake overlaps the transfer
+  command's round trip, its ClientHello does not wait for the ``150``
+  (:meth:`_FTPTLS.begin_data`), an upload ends with close_notify and FIN at once
+  (:meth:`_FTPTLS.end_upload`), ``QUIT``'s reply is not waited for, and after a
   TLS 1.3 HelloRetryRequest the context offers the group the server asked for
   (:func:`_learn_key_share`). A server that drops commands it received before it
   answered (it answers the first of the session's first burst, not the next) is
@@ -1622,9 +1626,11 @@ class FTPSClient(ClosingClient):
         ``SIZE``, and this file's rename with the next file's ``STOR`` (whose data connection is
         opened meanwhile). What each check protects stays in order: ``SIZE`` is sent after the
         ``226`` (a server that works asynchronously, like pyftpdlib, could otherwise answer before
-        the file is closed), and the rename is sent only after ``SIZE`` answered with the right size.
-        A refused ``RNFR`` makes the ``RNTO`` after it fail (``503``), harmlessly. About 4 round
-        trips per file, where one command at a time takes 8.
+        the file is closed), except to a server that reads commands only between transfers (vsftpd),
+        where it goes with the end of the data and its reply must follow the ``226``
+        (:meth:`_after_transfer`); the rename is sent only after ``SIZE`` answered with the right
+        size. A refused ``RNFR`` makes the ``RNTO`` after it fail (``503``), harmlessly. About 4
+        round trips per file (3 with vsftpd), where one command at a time takes 8.
 
         :returns: per file what :meth:`put_small` returns, or the error that file met; once the
             connection breaks, every file not yet renamed gets that error.
@@ -1692,7 +1698,9 @@ class FTPSClient(ClosingClient):
                         more = pos + 1 < len(todo)
                         size_known = "SIZE" in self.features
                         lines = ([f"SIZE {part}"] if size_known else []) + ([ftp.pasv_command()] if more else [])
-                        if lines and ftp.pipelining and ftp.reads_between_transfers:
+                        # SIZE first: a server that reads commands during transfers answers it before the
+                        # 226 whenever an EPSV behind it could have ended the transfer (_after_transfer).
+                        if size_known and ftp.pipelining and ftp.reads_between_transfers:
                             replies = self._after_transfer(ftp, lines)
                         else:
                             ftp.voidresp()
@@ -1759,8 +1767,11 @@ class FTPSClient(ClosingClient):
         is checked where it stands: the first must be the transfer's own final reply, never one that a
         ``SIZE`` or ``EPSV``/``PASV`` gets. Any other order means the server read the lines while the
         transfer was ending (its ``SIZE`` may have seen part of the file, its ``EPSV`` may have ended
-        the transfer): this connection is given up (a retryable error: nothing was renamed), and this
-        process waits for the ``226`` with that server from then on.
+        the transfer). *lines* start with ``SIZE``, so on such a server an ``EPSV`` that ended the
+        transfer was read after a ``SIZE`` that was answered before the transfer's reply: it is found
+        at the first reply, which is all that is read then. That session is given up
+        (:class:`_AnsweredDuringTransfer`: nothing was renamed on it, the caller sends the files again
+        on a new session), and this process waits for the ``226`` with that server from then on.
         """
         ftp.putlines(lines)
         (first,) = ftp.replies(1)
