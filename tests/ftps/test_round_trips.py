@@ -174,6 +174,17 @@ def test_hello_retry_request_parsing() -> None:
     assert _hrr_group(b"") is None
 
 
+def _script_settings(server: ScriptServer, pki: ServerPKI, *, conn_timeout: int = 20) -> FTPSSettings:
+    return parse_ftps_settings(
+        conn_type="secure_ftps",
+        host=server.host,
+        port=server.port,
+        login="u",
+        password="p",
+        extras={"conn_timeout": conn_timeout, "ca_bundle": pki.ca_pem},
+    )
+
+
 def _one_command_at_a_time(script: Callable[[Session], None]) -> Callable[[Session], None]:
     """*script*, on a server that drops whatever it received after the command it is answering."""
 
@@ -203,14 +214,7 @@ def test_a_server_that_drops_pipelined_commands_gets_them_one_at_a_time(
     monkeypatch.setattr(ftps, "_PIPELINE_PROBE_S", 0.5)
     script = _one_command_at_a_time(ftp_script(at="never"))  # otherwise a sane server
     with ScriptServer(script, tls_context=tls_server_context(test_pki)) as server:
-        settings = parse_ftps_settings(
-            conn_type="secure_ftps",
-            host=server.host,
-            port=server.port,
-            login="u",
-            password="p",
-            extras={"conn_timeout": 10, "ca_bundle": test_pki.ca_pem},
-        )
+        settings = _script_settings(server, test_pki, conn_timeout=10)
         with FTPSClient(settings) as fs:
             assert "UTF8" in fs.features  # FEAT was answered
             assert fs.stat("/missing") is None  # SIZE, CWD, CWD back: one at a time, each answered
@@ -312,17 +316,6 @@ def _store_checks_hello_first(
         script(s)
 
     return run
-
-
-def _script_settings(server: ScriptServer, pki: ServerPKI) -> FTPSSettings:
-    return parse_ftps_settings(
-        conn_type="secure_ftps",
-        host=server.host,
-        port=server.port,
-        login="u",
-        password="p",
-        extras={"conn_timeout": 20, "ca_bundle": pki.ca_pem},
-    )
 
 
 @pytest.mark.parametrize("how", ["write_from", "put_small"])
