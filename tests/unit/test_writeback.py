@@ -43,7 +43,8 @@ def test_syncs_the_file_after_every_threshold_and_not_before(tmp_path: Path, mon
         assert wb.syncs == len(synced) == 2
 
 
-def test_an_early_sync_error_is_raised_by_finish(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _failing_datasync(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Make every early sync fail with EIO; the event is set once one was tried."""
     tried = threading.Event()
 
     def failing(fd: int) -> None:
@@ -51,6 +52,11 @@ def test_an_early_sync_error_is_raised_by_finish(tmp_path: Path, monkeypatch: py
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     monkeypatch.setattr(writeback, "_datasync", failing)
+    return tried
+
+
+def test_an_early_sync_error_is_raised_by_finish(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tried = _failing_datasync(monkeypatch)
     with open(tmp_path / "part", "wb") as f, EarlyWriteback(f.fileno(), every=10) as wb:
         wb.wrote(10)
         assert tried.wait(HANG_GUARD_S)
@@ -83,13 +89,7 @@ def test_clean_tells_whether_the_bytes_so_far_were_written_out(tmp_path: Path, m
     with open(tmp_path / "part", "wb") as f, EarlyWriteback(f.fileno(), every=10) as wb:
         wb.wrote(10)
         assert wb.clean()
-    tried = threading.Event()
-
-    def failing(fd: int) -> None:
-        tried.set()
-        raise OSError(errno.EIO, os.strerror(errno.EIO))
-
-    monkeypatch.setattr(writeback, "_datasync", failing)
+    tried = _failing_datasync(monkeypatch)
     with open(tmp_path / "part", "wb") as f, EarlyWriteback(f.fileno(), every=10) as wb:
         wb.wrote(10)
         assert tried.wait(HANG_GUARD_S)
