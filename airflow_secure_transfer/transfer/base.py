@@ -158,6 +158,36 @@ class SupportsPutSmall(Protocol):
 
 
 @runtime_checkable
+class SupportsStatMany(Protocol):
+    """A :class:`RemoteFS` that stats several paths in one round trip (``stat`` of each, in order).
+
+    *prepare_data*: a transfer is likely to follow; the client may get its data connection's
+    setup under way with these requests (FTPS to vsftpd: the ``EPSV``).
+    """
+
+    def stat_many(self, paths: Sequence[str], *, prepare_data: bool = False) -> list[RemoteEntry | None]: ...
+
+
+@runtime_checkable
+class SupportsWriteThenStat(Protocol):
+    """A :class:`RemoteFS` that follows an upload with a time set and a stat in fewer round trips.
+
+    ``write_then_stat(path, source, offset=, mtime=)`` is ``write_from``, then (with *mtime*)
+    ``set_mtime``, then ``stat(path)``; it returns (bytes sent, whether the time was set, the entry).
+    """
+
+    def write_then_stat(
+        self,
+        path: str,
+        source: IO[bytes],
+        *,
+        offset: int = 0,
+        mtime: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[int, bool, RemoteEntry | None]: ...
+
+
+@runtime_checkable
 class SupportsSetMtime(Protocol):
     """A :class:`RemoteFS` that can set a file's modification time (``preserve_mtime``).
 

@@ -23,6 +23,12 @@ One file, step by step (``_FileUpload.run``)::
     unlink(local)                     delete_source: only when its bytes were proven (upload, checksum)
                                       and its real path lies under the named source's
 
+Fewer round trips, same checks, where the client offers them: a single file's first
+stats (target, partial, parent) go out together (``stat_many``; FTPS: one pipelined
+burst, with the data connection's ``EPSV`` on vsftpd), and ``set_mtime`` + ``stat(part)``
+go with the end of the upload (``write_then_stat``; FTPS: one burst after the ``226``,
+or with the last data to vsftpd, whose answers are read after its ``226``).
+
 Many files into one directory (at least ``_LIST_MIN_FILES``): the directory is
 listed once, and the listing answers both stats for every file in it (a listed
 partial is stat'ed again before it is resumed; with ``overwrite="fail"`` the target
@@ -101,6 +107,8 @@ from airflow_secure_transfer.transfer.base import (
     SupportsPutSmall,
     SupportsPutSmallMany,
     SupportsSetMtime,
+    SupportsStatMany,
+    SupportsWriteThenStat,
     TransferRecord,
     Verified,
 )
@@ -759,10 +767,18 @@ class _FileUpload:
             raw, local.size - offset, list(hashers.values()), self.shared.progress.sent, self.shared.cancel
         )
         try:
-            if offset < local.size or offset == 0:
-                fs.write_from(part, cast("IO[bytes]", reader), offset=offset)
-            mtime = self._set_mtime(fs, part, local)
-            self._verify(fs, part, local, hashers, mtime)
+            if isinstance(fs, SupportsWriteThenStat) and (offset < local.size or offset == 0):
+                # The time set and the size check's stat go with the end of the upload (FTPS).
+                wanted = self._wanted_mtime(local)
+                _, was_set, entry = fs.write_then_stat(part, cast("IO[bytes]", reader), offset=offset, mtime=wanted)
+                if wanted is not None and not was_set:
+                    self._cannot_set_mtime()
+                self._verify(fs, part, local, hashers, wanted if was_set else None, entry=entry)
+            else:
+                if offset < local.size or offset == 0:
+                    fs.write_from(part, cast("IO[bytes]", reader), offset=offset)
+                mtime = self._set_mtime(fs, part, local)
+                self._verify(fs, part, local, hashers, mtime)
             fs.rename(part, target)
         except (Cancelled, TransportError, _ShortUpload):
             raise  # a cut connection: the partial stays for the next try to resume
@@ -1000,15 +1016,24 @@ class _FileUpload:
         )
 
     def _verify(
-        self, fs: RemoteFS, part: str, local: LocalFile, hashers: dict[str, _Hash], mtime: int | None = None
+        self,
+        fs: RemoteFS,
+        part: str,
+        local: LocalFile,
+        hashers: dict[str, _Hash],
+        mtime: int | None = None,
+        *,
+        entry: RemoteEntry | _Unknown | None = _UNKNOWN,
     ) -> None:
+        """Check *part* against *local* before the rename (*entry*: *part*'s stat, taken after the upload)."""
         try:
             now = os.stat(local.path)
         except OSError:
             now = None
         if now is None or now.st_size != local.size or now.st_mtime_ns != local.mtime_ns:
             raise IntegrityError(f"local file {local.path!r} changed while it was being uploaded; not renamed")
-        entry = fs.stat(part)
+        if isinstance(entry, _Unknown):
+            entry = fs.stat(part)
         if entry is None or entry.size != local.size:
             self._size_mismatch(part, None if entry is None else entry.size, local.size)
         if mtime is not None and entry.mtime is not None and math.floor(entry.mtime) != mtime:
@@ -1150,7 +1175,21 @@ def _retarget_single(conn: Connection, plan: UploadPlan, shared: _Shared) -> Upl
     directory known to exist is not stat'ed again by ``create_dirs`` (one round trip each).
     """
     (item,) = plan.files
-    entry = conn.get().stat(item.remote)
+    fs = conn.get()
+    if isinstance(fs, SupportsStatMany):
+        # One round trip for what the upload asks first: the target, the partial a retry would resume,
+        # and the parent that create_dirs would check (each used only if the target is not a directory).
+        part = partial_name(item.remote, item.local)
+        parent = posixpath.dirname(item.remote)
+        ask_parent = shared.options.create_dirs and parent not in ("", "/")
+        entries = fs.stat_many([item.remote, part] + ([parent] if ask_parent else []), prepare_data=True)
+        entry = entries[0]
+        if entry is None or not entry.is_dir:
+            shared.stat_once[part] = entries[1]
+            if ask_parent and entries[2] is not None and entries[2].is_dir:
+                shared.made_dirs.add(parent)
+    else:
+        entry = fs.stat(item.remote)
     if entry is None or not entry.is_dir:
         shared.stat_once[item.remote] = entry
         if entry is not None:

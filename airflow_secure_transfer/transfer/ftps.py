@@ -33,7 +33,10 @@ decides what goes on the wire is overridden here:
 * **Few round trips** (issue #15: over 50-150 ms each one counts). Commands whose
   answers do not decide each other go out in one write and their replies are read
   in order (:meth:`_FTPTLS.putlines`, :meth:`_FTPTLS.replies`): the session setup
-  after ``PASS``, a ``stat`` without ``MLST``, ``RNFR`` + ``RNTO``, and in
+  after ``PASS`` (to vsftpd, which peeks each line: with ``USER`` and ``PASS``),
+  a ``stat`` without ``MLST`` and several stats together (:meth:`FTPSClient.stat_many`,
+  to vsftpd with the next transfer's ``EPSV``), ``RNFR`` + ``RNTO``, an upload's
+  time set and size check (:meth:`FTPSClient.write_then_stat`), and in
   :meth:`FTPSClient.put_small_many` the next file's ``EPSV`` with this file's
   ``SIZE``, and this file's time + rename with the next file's ``STOR``. A check
   still gates what it protects: ``SIZE`` is read only after the ``226`` (sent
@@ -179,6 +182,9 @@ _READS_BETWEEN_TRANSFERS = re.compile(r"^220 \(vsFTPd \d")
 #: (host, port) of servers that answered a command sent during a transfer before the transfer's own reply:
 #: this process waits for the 226 before it sends the next command to them.
 _ANSWERS_DURING_TRANSFERS: set[tuple[str, int]] = set()
+#: How long a passive port asked for ahead of its transfer is used (``FTPSClient.stat_many``); the
+#: server keeps it open until the next transfer (vsftpd), this bounds what an unused one can cost.
+_KEPT_PASV_S = 5.0
 #: Successful replies to the commands sent with the end of an upload (SIZE, EPSV, PASV): never a transfer's.
 _NOT_A_TRANSFER_REPLY = ("213", "227", "229")
 
@@ -375,6 +381,8 @@ class _FTPTLS(ftplib.FTP_TLS):
         self.reads_between_transfers = False
         #: Upload data connections ended by :meth:`end_upload`, closed after the next reply.
         self.lingering: list[ssl.SSLSocket] = []
+        #: A passive address asked for ahead of its transfer (:meth:`keep_pasv`), and when it was answered.
+        self._kept_pasv: tuple[tuple[str, int], float] | None = None
 
     def getresp(self) -> str:
         """Read one reply within ``conn_timeout`` in total (see :class:`_ReplyReader`)."""
@@ -482,8 +490,26 @@ class _FTPTLS(ftplib.FTP_TLS):
             raise reply
         return peer[0], ftplib.parse227(reply)[1]
 
+    def keep_pasv(self, reply: str | ftplib.Error) -> None:
+        """Keep the answer to a :meth:`pasv_command` sent ahead of its transfer, for :meth:`makepasv`.
+
+        A refusal keeps nothing (the next transfer asks again, as it would have).
+        """
+        try:
+            address = self.pasv_address(reply)
+        except (ftplib.Error, TransportError, ValueError):
+            address = None
+        self._kept_pasv = None if address is None else (address, time.monotonic())
+
     def makepasv(self) -> tuple[str, int]:
-        """Ask for a passive port (EPSV, else PASV); return the control peer's address and that port."""
+        """Ask for a passive port (EPSV, else PASV); return the control peer's address and that port.
+
+        A port asked for ahead (:meth:`keep_pasv`) in the last :data:`_KEPT_PASV_S` seconds is used
+        instead, once.
+        """
+        kept, self._kept_pasv = self._kept_pasv, None
+        if kept is not None and time.monotonic() - kept[1] < _KEPT_PASV_S:
+            return kept[0]
         while True:
             command = self.pasv_command()
             try:
@@ -737,6 +763,8 @@ class FTPSClient(ClosingClient):
         self._mtime_command: str | None = None
         #: False once the server reported another time than the one just set (see SupportsSetMtime).
         self.mtime_trusted = True
+        #: Bytes the last upload sent (its final reply may still be unread).
+        self._last_sent = 0
         try:
             try:
                 self._connect()
@@ -791,13 +819,19 @@ class FTPSClient(ClosingClient):
                 learned(True)
                 learned = None
             self.tls_info = describe_tls(ftp.sock)
-            self._login(ftp)
             # One round trip for the session's setup: PBSZ + PROT P (both must succeed before any data
             # connection, and no data command is among these), TYPE I, FEAT and PWD, replies in order.
             # OPTS UTF8 ON (for a UTF-8 encoding) goes with them whether or not FEAT will list UTF8: a
             # server without it answers 501/502, which changes nothing.
             utf8 = settings.encoding.lower().replace("-", "") == "utf8"
-            replies = self._protect_data(ftp, then=["TYPE I", "FEAT", "PWD"] + (["OPTS UTF8 ON"] if utf8 else []))
+            setup = ["PBSZ 0", "PROT P", "TYPE I", "FEAT", "PWD"] + (["OPTS UTF8 ON"] if utf8 else [])
+            # To a server known to read its control connection as a stream (vsftpd: it peeks each line),
+            # the setup goes out with USER and PASS: the whole login is one round trip after the handshake.
+            # Nothing there is sent in clear (TLS is up and verified); if the login fails, the setup lines
+            # are refused (530) and never read, the session is given up.
+            early = setup if ftp.pipelining and ftp.reads_between_transfers else []
+            self._login(ftp, then=early)
+            replies = self._protect_data(ftp, lines=setup, sent=bool(early))
             with self._errors("setup"):
                 type_reply, feat_reply, pwd_reply = replies[:3]
                 if isinstance(type_reply, ftplib.Error):
@@ -834,10 +868,30 @@ class FTPSClient(ClosingClient):
         ftp.sock = self._context.wrap_socket(ftp.sock, server_hostname=ftp.server_hostname)
         ftp.file = _ReplyReader(ftp.sock, ftp.encoding, self.settings.conn_timeout, self._where)  # type: ignore[assignment]
 
-    def _login(self, ftp: _FTPTLS) -> None:
+    def _login(self, ftp: _FTPTLS, *, then: list[str] | None = None) -> None:
+        """``USER`` + ``PASS``; with *then*, ``PASS`` and *then* go out with ``USER`` (their replies are left unread).
+
+        A server that logs the user in on ``USER`` alone (``230``) answers the pipelined ``PASS`` too
+        (``503``/``230``/``202``); that reply is read and ignored.
+        """
         user = self.settings.login or "anonymous"
         passwd = self.settings.password or ("anonymous@" if self.settings.login is None else "")
         with self._errors("login as " + user):
+            if then:
+                ftp.putlines([f"USER {user}", f"PASS {passwd}", *then])
+                (first,) = ftp.replies(1)
+                if isinstance(first, ftplib.Error):
+                    raise first
+                if first[0] == "3":
+                    resp = ftp.getresp()
+                else:
+                    resp = first
+                    ftp.replies(1)  # the PASS that was not needed
+                if resp[0] == "3":
+                    raise AuthenticationError(f"{self._where}: the server asks for an ACCT after login; not supported")
+                if resp[0] != "2":
+                    raise ftplib.error_reply(resp)
+                return
             resp = ftp.sendcmd(f"USER {user}")
             if resp[0] == "3":
                 resp = ftp.sendcmd(f"PASS {passwd}")
@@ -846,17 +900,19 @@ class FTPSClient(ClosingClient):
             if resp[0] != "2":
                 raise ftplib.error_reply(resp)
 
-    def _protect_data(self, ftp: _FTPTLS, *, then: list[str]) -> list[str | ftplib.Error]:
+    def _protect_data(self, ftp: _FTPTLS, *, lines: list[str], sent: bool = False) -> list[str | ftplib.Error]:
         """``PBSZ 0`` + ``PROT P`` (RFC 4217 §9): without them the data channel would be clear text.
 
-        The commands *then* are sent with them (none opens a data connection); their replies are
-        returned, in order, as :meth:`_FTPTLS.replies` gives them.
+        *lines* start with them; the commands after them are sent with them (none opens a data
+        connection), and their replies are returned, in order, as :meth:`_FTPTLS.replies` gives them.
+        *sent*: *lines* went out already (pipelined after the login), only their replies are read.
         """
-        lines = ["PBSZ 0", "PROT P", *then]
+        if lines[:2] != ["PBSZ 0", "PROT P"]:
+            raise ValueError("the setup starts with PBSZ 0 and PROT P")
         replies: list[str | ftplib.Error] = []
         try:
-            sent = time.monotonic()
-            if ftp.pipelining:
+            started = time.monotonic()
+            if ftp.pipelining and not sent:
                 ftp.putlines(lines)
             probe = 0.0
             for line in lines:
@@ -867,7 +923,7 @@ class FTPSClient(ClosingClient):
                     (reply,) = ftp.replies(1)
                     # The first pipelined burst of the session tells whether the server reads commands as a
                     # stream: it answers the ones after the first at once, or (if it dropped them) never.
-                    rtt = time.monotonic() - sent
+                    rtt = time.monotonic() - started
                     probe = min(float(self.settings.conn_timeout), max(_PIPELINE_PROBE_S, 4 * rtt))
                 else:
                     try:
@@ -1029,22 +1085,82 @@ class FTPSClient(ClosingClient):
 
     def stat(self, path: str) -> RemoteEntry | None:
         """Return the entry at *path* (``MLST``; else ``SIZE``/``MDTM`` and a ``CWD`` test) or ``None``."""
-        check_name(path)
+        return self.stat_many([path])[0]
+
+    def stat_many(self, paths: Sequence[str], *, prepare_data: bool = False) -> list[RemoteEntry | None]:
+        """:meth:`stat` each of *paths*, all in one round trip (the commands are pipelined).
+
+        :param prepare_data: on a server that reads its control connection as a stream (vsftpd), the
+            next data connection's ``EPSV`` goes out with these commands; its answer is kept for the
+            next transfer or listing of this session (:meth:`_FTPTLS.makepasv`), for a few seconds.
+        """
+        for path in paths:
+            check_name(path)
         ftp = self.ftp
-        with self._errors("stat", path):
-            if "MLST" in self.features:
-                try:
-                    resp = ftp.sendcmd(f"MLST {path}")
-                except ftplib.error_perm as exc:
-                    if str(exc)[:3] in _PATH_CODES:
-                        return None
-                    raise
-                lines = [ln for ln in resp.splitlines()[1:] if not ln[:3].isdigit() or ln[3:4] not in (" ", "-")]
-                if not lines:
-                    raise ftplib.error_proto(f"MLST reply without a facts line: {resp[:120]!r}")
-                facts, _ = _parse_facts(lines[0].lstrip(" "))
-                return self._entry(path, facts)
-            return self._stat_fallback(ftp, path)
+        with self._errors("stat", paths[0] if paths else None):
+            per_path = [self._stat_lines(path) for path in paths]
+            lines = [line for group in per_path for line in group]
+            prepare = prepare_data and ftp.pipelining and ftp.reads_between_transfers
+            if prepare:
+                lines.append(ftp.pasv_command())
+            replies = ftp.exchange(lines)
+            if prepare:
+                ftp.keep_pasv(replies.pop())
+            out: list[RemoteEntry | None] = []
+            at = 0
+            for path, group in zip(paths, per_path, strict=True):
+                out.append(self._stat_answer(path, replies[at : at + len(group)]))
+                at += len(group)
+            return out
+
+    def _stat_lines(self, path: str) -> list[str]:
+        """The commands that stat *path*: ``MLST``; or (no MLST: vsftpd) ``SIZE`` (and ``MDTM``) for a file,
+        a ``CWD`` test for a directory, and the ``CWD`` back home that undoes it whatever it did."""
+        if "MLST" in self.features:
+            return [f"MLST {path}"]
+        return (
+            [f"SIZE {path}"]
+            + ([f"MDTM {path}"] if "MDTM" in self.features else [])
+            + [f"CWD {path}", f"CWD {self.home}"]
+        )
+
+    def _stat_answer(self, path: str, replies: list[str | ftplib.Error]) -> RemoteEntry | None:
+        """Judge the replies to :meth:`_stat_lines`' commands for *path*."""
+        if len(replies) == 1:  # MLST
+            (resp,) = replies
+            if isinstance(resp, ftplib.Error):
+                if isinstance(resp, ftplib.error_perm) and str(resp)[:3] in _PATH_CODES:
+                    return None
+                raise resp
+            lines = [ln for ln in resp.splitlines()[1:] if not ln[:3].isdigit() or ln[3:4] not in (" ", "-")]
+            if not lines:
+                raise ftplib.error_proto(f"MLST reply without a facts line: {resp[:120]!r}")
+            facts, _ = _parse_facts(lines[0].lstrip(" "))
+            return self._entry(path, facts)
+        size_reply, went = replies[0], replies[-2]
+        if isinstance(size_reply, ftplib.Error):
+            code = str(size_reply)[:3]
+            if not isinstance(size_reply, ftplib.error_perm) or (
+                code not in _PATH_CODES and code not in ("500", "502", "504")
+            ):
+                raise size_reply
+        else:
+            try:
+                size = int(size_reply[3:].strip())
+            except ValueError:
+                pass
+            else:
+                mtime = None
+                if len(replies) == 4 and isinstance(replies[1], str):
+                    mtime = _parse_mlsx_time(replies[1][3:].strip())
+                return RemoteEntry(path=path, is_dir=False, size=size, mtime=mtime)
+        if isinstance(went, ftplib.Error):
+            if isinstance(went, ftplib.error_perm) and str(went)[:3] in _PATH_CODES:
+                return None
+            raise went
+        if went[:1] != "2":
+            raise ftplib.error_reply(went)
+        return RemoteEntry(path=path, is_dir=True)
 
     def _entry(self, path: str, facts: dict[str, str]) -> RemoteEntry:
         raw_kind = facts.get("type", "")
@@ -1064,39 +1180,6 @@ class FTPSClient(ClosingClient):
             is_link=is_link,
             link_target=target or None,
         )
-
-    def _stat_fallback(self, ftp: _FTPTLS, path: str) -> RemoteEntry | None:
-        # No MLST (vsftpd): SIZE answers for files only; a directory is what CWD accepts. The four
-        # commands go out together (one round trip instead of two or three): SIZE (and MDTM) decide
-        # for a file, CWD for a directory, and the CWD back home undoes the CWD whatever it did.
-        with_mdtm = "MDTM" in self.features
-        lines = [f"SIZE {path}"] + ([f"MDTM {path}"] if with_mdtm else []) + [f"CWD {path}", f"CWD {self.home}"]
-        replies = ftp.exchange(lines)
-        size_reply, went = replies[0], replies[-2]
-        if isinstance(size_reply, ftplib.Error):
-            code = str(size_reply)[:3]
-            if not isinstance(size_reply, ftplib.error_perm) or (
-                code not in _PATH_CODES and code not in ("500", "502", "504")
-            ):
-                raise size_reply
-        else:
-            try:
-                size = int(size_reply[3:].strip())
-            except ValueError:
-                pass
-            else:
-                mtime = None
-                mdtm_reply = replies[1]
-                if with_mdtm and isinstance(mdtm_reply, str):
-                    mtime = _parse_mlsx_time(mdtm_reply[3:].strip())
-                return RemoteEntry(path=path, is_dir=False, size=size, mtime=mtime)
-        if isinstance(went, ftplib.Error):
-            if isinstance(went, ftplib.error_perm) and str(went)[:3] in _PATH_CODES:
-                return None
-            raise went
-        if went[:1] != "2":
-            raise ftplib.error_reply(went)
-        return RemoteEntry(path=path, is_dir=True)
 
     def listdir(self, path: str) -> list[RemoteEntry]:
         """List directory *path* without ``.``/``..`` (``MLSD``; else ``LIST`` parsed, else ``NLST`` + stat).
@@ -1362,6 +1445,61 @@ class FTPSClient(ClosingClient):
 
         :returns: the number of bytes sent.
         """
+        sent, _ = self._store(path, source, offset=offset, progress=progress, after=[])
+        return sent
+
+    def write_then_stat(
+        self,
+        path: str,
+        source: IO[bytes],
+        *,
+        offset: int = 0,
+        mtime: int | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> tuple[int, bool, RemoteEntry | None]:
+        """:meth:`write_from`, then :meth:`set_mtime` (with *mtime*) and :meth:`stat` of *path*: one round trip
+        after the transfer's final reply, none to a server that reads commands only between transfers (vsftpd),
+        where they go out with the end of the data and their replies are read after the ``226``
+        (:meth:`_after_transfer`).
+
+        A server that greets as vsftpd but answers those commands before the transfer's reply (it reads
+        commands during transfers; their answers may describe part of the file) is found at the first
+        reply: that session is given up, and the time and the stat are sent again on a new one.
+
+        :returns: (bytes sent, whether the time was set, what :meth:`stat` returns for *path*).
+        """
+        check_name(path)
+        stat_lines = self._stat_lines(path)
+        time_line = self._mtime_line(path, mtime) if mtime is not None else None
+        # SIZE first where there is one (see _after_transfer), the time set before it is read back.
+        at = 1 if stat_lines[0].startswith("SIZE ") else 0
+        lines = stat_lines[:at] + ([time_line] if time_line else []) + stat_lines[at:]
+        try:
+            sent, replies = self._store(path, source, offset=offset, progress=progress, after=lines)
+        except _AnsweredDuringTransfer:
+            # Every byte was sent; what the server made of them is asked again (a file it had not closed
+            # yet shows a short size: the engine keeps it for a resume, nothing is renamed).
+            self._reconnect()
+            sent = self._last_sent
+            with self._errors("stat", path):
+                replies = self.ftp.exchange(lines)
+        was_set = False
+        if time_line:
+            was_set = self._mtime_answer(time_line, replies.pop(at))
+        with self._errors("stat", path):
+            entry = self._stat_answer(path, replies)
+        return sent, was_set, entry
+
+    def _store(
+        self,
+        path: str,
+        source: IO[bytes],
+        *,
+        offset: int,
+        progress: ProgressCallback | None,
+        after: list[str],
+    ) -> tuple[int, list[str | ftplib.Error]]:
+        """Upload (see :meth:`write_from`); then send *after* and return the bytes sent and their replies."""
         check_name(path)
         if offset < 0:
             raise ConfigurationError(f"offset must be >= 0, got {offset}")
@@ -1404,8 +1542,13 @@ class FTPSClient(ClosingClient):
                     sent += n
                     if progress is not None:
                         progress(n)
-            ftp.voidresp()
-        return sent
+            self._last_sent = sent
+            if after and after[0].startswith("SIZE ") and ftp.pipelining and ftp.reads_between_transfers:
+                replies = self._after_transfer(ftp, after)
+            else:
+                ftp.voidresp()
+                replies = ftp.exchange(after) if after else []
+        return sent, replies
 
     def read_to(
         self,

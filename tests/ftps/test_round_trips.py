@@ -15,12 +15,13 @@ import os
 import select
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from airflow_secure_transfer.exceptions import RemotePathError, SecureTransferError
+from airflow_secure_transfer.exceptions import AuthenticationError, RemotePathError, SecureTransferError
 from airflow_secure_transfer.security.policy import parse_ftps_settings
 from airflow_secure_transfer.security.settings import FTPSSettings
 from airflow_secure_transfer.security.tls import build_ssl_context
@@ -426,3 +427,140 @@ def test_a_concurrent_server_behind_vsftpds_greeting_still_gets_every_file_whole
         for name, data in payload.items():
             assert (server.local_root / "in" / name).read_bytes() == data
         assert leftovers(server.local_root) == []
+
+
+def _vsftpd_greeting_login(seen: dict[str, object], *, no_password: bool = False) -> Callable[[Session], None]:
+    """A sane FTPS server that greets as vsftpd does; on ``USER`` it records whether more commands are already
+    there (``pass_with_user``: waits up to 10 s for them before it answers). With *no_password* it logs the user
+    in on ``USER`` alone (``230``) and refuses the ``PASS`` after it (``503``)."""
+    script = ftp_script(at="never")
+
+    def run(s: Session) -> None:
+        read, say = s.readline, s.line
+        state = {"user": False}
+
+        def line(text: str) -> None:
+            if text.startswith("220 "):
+                text = "220 (vsFTPd 3.0.3)"
+            elif no_password and text.startswith("331 "):
+                text = "230 Logged in without a password"
+            elif no_password and state["user"] and text.startswith("230 "):
+                text = "503 Already logged in"
+            say(text)
+
+        def readline() -> str | None:
+            command = read()
+            if command is not None and command.upper().startswith("USER "):
+                control = s.sock
+                assert isinstance(control, ssl.SSLSocket)
+                seen["pass_with_user"] = control.pending() > 0 or bool(select.select([control], [], [], 10)[0])
+            elif command is not None and command.upper().startswith("PASS "):
+                state["user"] = True
+            return command
+
+        s.readline = readline  # type: ignore[method-assign]
+        s.line = line  # type: ignore[method-assign]
+        script(s)
+
+    return run
+
+
+@pytest.mark.parametrize("no_password", [False, True], ids=["password", "user-alone"])
+def test_login_and_session_setup_go_out_together_to_a_server_that_reads_a_stream(
+    test_pki: ServerPKI, no_password: bool
+) -> None:
+    """To vsftpd (it peeks each command line) USER, PASS and the setup (PBSZ, PROT, TYPE, FEAT, PWD) are one
+    burst: the login costs one round trip, not three. The server here answers USER only after it has seen more
+    (a client that waits for the 331 stalls it for 10 s and fails the check). A server that needs no password
+    answers the PASS with 503; that reply is read and the session is in step."""
+    seen: dict[str, object] = {}
+    with ScriptServer(
+        _vsftpd_greeting_login(seen, no_password=no_password), tls_context=tls_server_context(test_pki)
+    ) as server:
+        with FTPSClient(_script_settings(server, test_pki)) as fs:
+            assert fs.ftp.data_protected
+            assert "UTF8" in fs.features
+            assert fs.home == "/"
+            assert fs.stat("/missing") is None
+            assert fs.usable
+    assert seen == {"pass_with_user": True}
+
+
+def test_a_refused_pipelined_login_is_an_authentication_error(test_pki: ServerPKI) -> None:
+    """The setup lines behind a refused PASS are never read: the login's refusal is the error."""
+
+    def script(s: Session) -> None:
+        say = s.line
+        s.line = lambda text: say("220 (vsFTPd 3.0.3)" if text.startswith("220 ") else text)  # type: ignore[method-assign]
+        ftp_script(at="never", echo_password=True)(s)
+
+    with ScriptServer(script, tls_context=tls_server_context(test_pki)) as server:
+        with pytest.raises(AuthenticationError):
+            FTPSClient(_script_settings(server, test_pki))
+        assert server.connections == 1
+
+
+def _settled(proxy: CountingProxy) -> int:
+    """The proxy's turns once it has relayed everything (the client's last QUIT is not waited for)."""
+    seen, since = proxy.turns, time.monotonic()
+    while time.monotonic() - since < 0.3:
+        time.sleep(0.02)
+        if proxy.turns != seen:
+            seen, since = proxy.turns, time.monotonic()
+    return seen
+
+
+def test_one_large_file_costs_four_round_trips_after_the_session_on_vsftpd_and_five_elsewhere(
+    counted: tuple[FTPSServer, CountingProxy], tmp_path: Path
+) -> None:
+    """After the session's setup: [stat target + partial + parent (+ EPSV on vsftpd)], [STOR], [the time set
+    and the partial's stat, sent with the end of the data on vsftpd, after the 226 elsewhere], [RNFR + RNTO]
+    (elsewhere one more: the EPSV). One request at a time this was 9 on vsftpd (3 stats, EPSV, STOR, the time,
+    the stat, the rename; the 226)."""
+    server, proxy = counted
+    src = tmp_path / "big.bin"
+    src.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    os.utime(src, (1_600_000_000, 1_600_000_000))
+    settings = settings_for(server, host=proxy.host, port=proxy.port)
+    with FTPSClient(settings) as fs:
+        fs.makedirs(remote(server, "in"))
+    ready: list[int] = []
+
+    def connect() -> FTPSClient:
+        fs = FTPSClient(settings)
+        ready.append(proxy.turns)  # the session is set up
+        return fs
+
+    (record,) = upload(connect, str(src), remote(server, "in", "big.bin"), max_connections=1)
+    spent = _settled(proxy) - ready[0] - 1  # the QUIT at the end
+    vsftpd = server.kind == "vsftpd"
+    assert spent == (4 if vsftpd else 5)
+    assert record.verified == "size" and record.size == src.stat().st_size
+    landed = server.local_root / "in" / "big.bin"
+    assert landed.read_bytes() == src.read_bytes()
+    assert int(landed.stat().st_mtime) == 1_600_000_000  # the time set with the end of the data
+    assert leftovers(server.local_root) == []
+
+
+def test_a_server_that_answers_during_a_large_upload_is_found_and_the_partial_checked_again(
+    test_pki: ServerPKI, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The stat sent with the end of a large upload is answered before the 226 (not vsftpd, though it greets
+    like it): that session is given up, a new one asks for the partial's size again (whole: nothing is sent
+    again) and renames it only after that answer."""
+    monkeypatch.setattr(ftps, "_ANSWERS_DURING_TRANSFERS", set())
+    seen: dict[str, object] = {}
+    script = _store_checks_hello_first(
+        seen, banner="220 (vsFTPd 3.0.3)", size=True, hold_226=3, answers_during_transfers=True
+    )
+    payload = os.urandom(1536 * 1024)
+    src = tmp_path / "big.bin"
+    src.write_bytes(payload)
+    with ScriptServer(script, tls_context=tls_server_context(test_pki)) as server:
+        settings = _script_settings(server, test_pki)
+        (record,) = upload(lambda: FTPSClient(settings), str(src), "/big.bin", max_connections=1)
+        assert server.connections == 2
+        assert ftps._ANSWERS_DURING_TRANSFERS == {(server.host, server.port)}
+    assert record.verified == "size" and record.bytes == len(payload)
+    assert seen["data"] == payload
+    assert seen["each_command_before_226"] == [True]
