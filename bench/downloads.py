@@ -109,6 +109,24 @@ def stage(servers: Servers, src: dict[str, Path], first: int) -> dict[str, tuple
     return out
 
 
+def stage_files(
+    servers: Servers, files: dict[str, Path], names: tuple[str, ...], label: str
+) -> dict[str, tuple[Staged, dict[str, Path]]]:
+    """Stage each of *files* (``{key: local file or directory}``) as ``<label>/<key>`` on the servers *names*
+    that run (what the "wan" group downloads).
+
+    :returns: ``{server: (staged directory, {key: path on the server's disk})}``.
+    """
+    out: dict[str, tuple[Staged, dict[str, Path]]] = {}
+    for name in names:
+        if not servers.running(name):
+            continue
+        view = servers.get(name).for_test(label)
+        paths = {key: place(path, view.local_root / key / path.name) for key, path in files.items()}
+        out[name] = (Staged(view.writable_dir, view.local_root), paths)
+    return out
+
+
 def fsync_tree(root: Path) -> None:
     """fsync every file under *root*, then every directory (what ours does before a download counts as done)."""
     dirs = [root]
@@ -144,8 +162,8 @@ class DownloadCases:
         return self.staged[server].remote(src)
 
     # ------------------------------------------------------------------ ours
-    def ours(self, server: str, max_connections: int | None = None, **options: Any) -> Fn:
-        conn_id = OURS_CONN[server]
+    def ours(self, server: str, max_connections: int | None = None, conn_id: str | None = None, **options: Any) -> Fn:
+        conn_id = conn_id or OURS_CONN[server]
 
         def fn(t: Target, src: Path) -> dict[str, Any]:
             local = str(t.local_file) if src.is_file() else str(t.local_dir) + "/"
@@ -198,10 +216,10 @@ class DownloadCases:
         return self.c.stock_ftps_call(server, call)
 
     # ------------------------------------------------------------------ command-line tools
-    def sftp_b_get(self, *, fsync: bool = False, recursive: bool = False) -> Fn:
+    def sftp_b_get(self, *, fsync: bool = False, recursive: bool = False, host: str = "bench-sshd") -> Fn:
         """``sftp -b`` in one session: ``get`` per file (as upload case 3 puts per file), or one ``get -r``.
 
-        ``fsync``: ``sftp -f`` (OpenSSH fsyncs each downloaded file).
+        ``fsync``: ``sftp -f`` (OpenSSH fsyncs each downloaded file). *host*: the ``ssh_config`` alias.
         """
 
         def fn(t: Target, src: Path) -> dict[str, Any]:
@@ -213,27 +231,27 @@ class DownloadCases:
                 lines = [f'get "{remote}/{n}" "{t.local_dir / n}"' for n in sorted(os.listdir(src))]
             else:
                 lines = [f'get "{remote}" "{t.local_file}"']
-            return self.c.sftp_batch(lines, ["-f"] if fsync else [])
+            return self.c.sftp_batch(lines, ["-f"] if fsync else [], host=host)
 
         return fn
 
-    def curl_get(self, server: str) -> Fn:
+    def curl_get(self, server: str, via: tuple[str, int] | None = None) -> Fn:
         def fn(t: Target, src: Path) -> dict[str, Any]:
-            return self.c.curl_run(server, ["-o", str(t.local_file)], self.remote(server, src))
+            return self.c.curl_run(server, ["-o", str(t.local_file)], self.remote(server, src), via)
 
         return fn
 
-    def lftp_get(self, server: str) -> Fn:
+    def lftp_get(self, server: str, via: tuple[str, int] | None = None) -> Fn:
         def fn(t: Target, src: Path) -> dict[str, Any]:
-            self.c._lftp(server, f'get "{self.remote(server, src)}" -o "{t.local_file}"')
+            self.c._lftp(server, f'get "{self.remote(server, src)}" -o "{t.local_file}"', via)
             return {"crypto": "GnuTLS"}
 
         return fn
 
-    def lftp_mirror(self, server: str, parallel: int = 4) -> Fn:
+    def lftp_mirror(self, server: str, parallel: int = 4, via: tuple[str, int] | None = None) -> Fn:
         def fn(t: Target, src: Path) -> dict[str, Any]:
             remote = self.remote(server, src)
-            self.c._lftp(server, f'mirror --parallel={parallel} --no-perms "{remote}" "{t.local_dir}"')
+            self.c._lftp(server, f'mirror --parallel={parallel} --no-perms "{remote}" "{t.local_dir}"', via)
             return {}
 
         return fn

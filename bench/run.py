@@ -28,8 +28,10 @@ Cases (see BENCHMARKS.md for the tables):
 7. the cost of ``verify="checksum"`` on servers without a hash command (the file is read back):
    one big file, ``verify="size"`` vs ``"checksum"``, to sshd and vsftpd; and the cost of
    ``preserve_mtime`` (one more command per file over FTPS, none over SFTP) on case 3's small files;
-8. "wan": cases 1-3 (uploads, OpenSSH sshd and vsftpd) at 50 and 150 ms round-trip time through a
-   user-space delay proxy (bench/delay_proxy.py, bench/wan.py), with the round trips each run spent;
+8. "wan": cases 1-3 (uploads, OpenSSH sshd and vsftpd) and the same files downloaded (ours against
+   ``sftp -b get``, ``lftp get``/``mirror --parallel=4``, ``curl``) at 50 and 150 ms round-trip time through a
+   user-space delay proxy (bench/delay_proxy.py, bench/wan.py), with the round trips each run spent
+   (``--wan-parts``: large, small, operator, dl_large, dl_small);
 
 D1. one big file downloaded (bench/downloads.py), from sshd: ours, ``sftp -b get`` (and ``-f``: fsync),
    stock ``SFTPHook.retrieve_file`` and ``SFTPOperator(operation="get")``; from vsftpd and pyftpdlib:
@@ -85,7 +87,7 @@ FULL = {
     "wan_rate_mbit": 0.0,
     "wan_window_kib": 0,
     "wan_protocols": "sftp,ftps",
-    "wan_parts": "large,small,operator",
+    "wan_parts": "large,small,operator,dl_large,dl_small",
     "wan_tools": "ours,openssh,stock,lftp,curl",
 }
 SMOKE = {
@@ -113,7 +115,7 @@ SMOKE = {
     "wan_rate_mbit": 0.0,
     "wan_window_kib": 0,
     "wan_protocols": "sftp,ftps",
-    "wan_parts": "large,small,operator",
+    "wan_parts": "large,small,operator,dl_large,dl_small",
     "wan_tools": "ours,openssh,stock,lftp,curl",
 }
 GROUPS = (

@@ -133,7 +133,7 @@ def _recorded(case: Case, front: Front) -> Case:
         rt = DelayRelay.delta(front.relay.snapshot(), before)
         info["rt"] = rt
         if case.server == "vsftpd":
-            through = rt.get("data", {}).get("c2s", 0)
+            through = rt.get("data", {}).get("s2c" if case.download_to is not None else "c2s", 0)
             size = _size(src)
             if through < size:
                 raise RuntimeError(f"only {through} of {size} data bytes passed through the delay proxy")
@@ -143,7 +143,65 @@ def _recorded(case: Case, front: Front) -> Case:
     return dataclasses.replace(case, fn=wrapped)
 
 
-def build_wan_groups(a: argparse.Namespace, cases: Cases, src: dict[str, Path], front: Front) -> list[Group]:
+@dataclasses.dataclass
+class WanDownloads:
+    """What the download parts of the "wan" group need: the case factories, the staged copies of
+    ``wan_big``/``wan_small`` (``{server: {"big"|"small"|"warm": path on its disk}}``), and where runs write."""
+
+    dc: Any  # downloads.DownloadCases
+    staged: dict[str, dict[str, Path]]
+    download_to: Path
+
+
+def _download_cases(a: argparse.Namespace, tag: str, dl: WanDownloads, front: Front,
+                    protocols: set[str]) -> tuple[list[Case], list[Case]]:  # fmt: skip
+    """The download cases at one round-trip time: (one big file, many small files)."""
+    dc, staged = dl.dc, dl.staged
+    nb = staged[next(iter(staged))]["big"].stat().st_size
+    ns = a.wan_small_count
+    sb = ns * a.small_kib * 1024
+
+    def case(name: str, fn: Callable[..., dict[str, Any]], server: str, key: str, ref: str, tool: str,
+             inproc: bool = False) -> Case:  # fmt: skip
+        files, nbytes = (1, nb) if key == "big" else (ns, sb)
+        return Case(name, fn, server, staged[server][key], nbytes, files, ref=ref, inproc=inproc,
+                    warm_source=staged[server]["warm"] if inproc else None, tags={"tool": tool},
+                    download_to=dl.download_to)  # fmt: skip
+
+    large: list[Case] = []
+    smalls: list[Case] = []
+    if front.ssh and "sftp" in protocols and "sshd" in staged:
+        ref = f"SFTP {tag} download: OpenSSH sftp -b get"
+        sref = f"SFTP {tag} download: OpenSSH sftp -b, get per file, one session"
+        ours = dc.ours("sshd", conn_id=OURS_WAN["sshd"])
+        large += [
+            case(f"SFTP {tag} download: ours", ours, "sshd", "big", ref, "ours", inproc=True),
+            case(ref, dc.sftp_b_get(host=SSH_ALIAS), "sshd", "big", ref, "openssh"),
+        ]
+        smalls += [
+            case(f"SFTP {tag} download: ours (default connections)", ours, "sshd", "small", sref, "ours", inproc=True),
+            case(sref, dc.sftp_b_get(host=SSH_ALIAS), "sshd", "small", sref, "openssh"),
+        ]
+    if front.ftps and "ftps" in protocols and "vsftpd" in staged:
+        ref = f"FTPS {tag} download: lftp get"
+        sref = f"FTPS {tag} download: lftp mirror --parallel=4"
+        ours = dc.ours("vsftpd", conn_id=OURS_WAN["vsftpd"])
+        large += [
+            case(f"FTPS {tag} download: ours", ours, "vsftpd", "big", ref, "ours", inproc=True),
+            case(ref, dc.lftp_get("vsftpd", via=front.ftps), "vsftpd", "big", ref, "lftp"),
+            case(f"FTPS {tag} download: curl --ssl-reqd", dc.curl_get("vsftpd", via=front.ftps), "vsftpd", "big",
+                 ref, "curl"),
+        ]  # fmt: skip
+        smalls += [
+            case(f"FTPS {tag} download: ours (default connections)", ours, "vsftpd", "small", sref, "ours",
+                 inproc=True),
+            case(sref, dc.lftp_mirror("vsftpd", 4, via=front.ftps), "vsftpd", "small", sref, "lftp"),
+        ]  # fmt: skip
+    return large, smalls
+
+
+def build_wan_groups(a: argparse.Namespace, cases: Cases, src: dict[str, Path], front: Front,
+                     dl: WanDownloads | None = None) -> list[Group]:  # fmt: skip
     big, small, op_src = src["wan_big"], src["wan_small"], src["wan_op"]
     nb, ns = big.stat().st_size, a.wan_small_count
     sb = ns * a.small_kib * 1024
@@ -209,6 +267,17 @@ def build_wan_groups(a: argparse.Namespace, cases: Cases, src: dict[str, Path], 
         if "small" in parts and smalls:
             groups.append(Group(f"{key}_small", f"{tag}{rate}: {ns} files of {a.small_kib} KiB",
                                 [_recorded(c, front) for c in smalls], a.wan_reps, "files/s", setup=setup))  # fmt: skip
+        if dl is not None and parts & {"dl_large", "dl_small"}:
+            dl_large, dl_small = _download_cases(a, tag, dl, front, protocols)
+            dl_large = [c for c in dl_large if c.tags.get("tool") in tools]
+            dl_small = [c for c in dl_small if c.tags.get("tool") in tools]
+            if "dl_large" in parts and dl_large:
+                groups.append(Group(f"{key}_dl_large", f"{tag}{rate}: one {a.wan_size_mib} MiB file downloaded",
+                                    [_recorded(c, front) for c in dl_large], a.wan_reps, setup=setup))  # fmt: skip
+            if "dl_small" in parts and dl_small:
+                groups.append(Group(f"{key}_dl_small", f"{tag}{rate}: {ns} files of {a.small_kib} KiB downloaded",
+                                    [_recorded(c, front) for c in dl_small], a.wan_reps, "files/s",
+                                    setup=setup))  # fmt: skip
         if front.ssh and "sftp" in protocols and "operator" in parts and "stock" in tools:
             op = Case(f"SFTP {tag}: stock SFTPOperator, list of files", cases.stock_sftp_operator(STOCK_SFTP_WAN),
                       "sshd", op_src, op_count * a.small_kib * 1024, op_count,
@@ -266,9 +335,18 @@ def run_wan(a: argparse.Namespace, servers: Servers, cases: Cases, src: dict[str
         "rate_mbit": a.wan_rate_mbit or None,
         "rtts_ms": a.wan_rtts,
     }
+    dl: WanDownloads | None = None
+    if {"dl_large", "dl_small"} & {x.strip() for x in str(a.wan_parts).split(",")}:
+        from downloads import DownloadCases, stage_files
+
+        staged = stage_files(servers, {"big": src["wan_big"], "small": src["wan_small"], "warm": src["warm_file"]},
+                             ("sshd", "vsftpd"), "wan-dl-src")  # fmt: skip
+        if staged:
+            dl = WanDownloads(DownloadCases(cases, {k: v[0] for k, v in staged.items()}),
+                              {k: v[1] for k, v in staged.items()}, cases.scratch / "wan-downloads")  # fmt: skip
     with front_servers(servers, rate, window) as front:
         os.environ.update(wan_env(servers, front))
-        for group in build_wan_groups(a, cases, src, front):
+        for group in build_wan_groups(a, cases, src, front, dl):
             g0 = time.perf_counter()
             runner.run_group(group)
             summary = runner.summary(group)

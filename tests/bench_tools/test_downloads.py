@@ -94,6 +94,46 @@ def test_staged_remote_paths(bench: dict[str, ModuleType], tmp_path: Path) -> No
         staged.remote(tmp_path / "elsewhere.bin")
 
 
+class _View:
+    def __init__(self, root: Path, label: str) -> None:
+        self.local_root = root / "upload" / label
+        self.local_root.mkdir(parents=True)
+        self.writable_dir = f"/upload/{label}"
+
+
+class _Servers:
+    """The two calls ``stage_files`` makes of ``bench/servers.Servers``: which run, and a per-test view."""
+
+    def __init__(self, root: Path, running: set[str]) -> None:
+        self.root, self.up = root, running
+
+    def running(self, name: str) -> bool:
+        return name in self.up
+
+    def get(self, name: str) -> Any:
+        root = self.root / name
+        return type("Server", (), {"for_test": lambda _self, label: _View(root, label)})()
+
+
+def test_stage_files_puts_each_source_under_its_key_on_the_running_servers_only(
+    bench: dict[str, ModuleType], tmp_path: Path
+) -> None:
+    """What the "wan" group downloads: the big file and the small files' directory, on sshd and vsftpd."""
+    dl = bench["downloads"]
+    big = tmp_path / "big-256MiB.bin"
+    big.write_bytes(b"x" * 1000)
+    small = _tree(tmp_path / "small-3x8KiB", ["a", "b", "c"])
+    servers = _Servers(tmp_path / "servers", {"vsftpd", "pyftpd"})
+    out = dl.stage_files(servers, {"big": big, "small": small}, ("sshd", "vsftpd"), "wan-dl-src")
+    assert list(out) == ["vsftpd"]  # sshd does not run; pyftpd was not asked for
+    staged, paths = out["vsftpd"]
+    assert staged.remote(paths["big"]) == "/upload/wan-dl-src/big/big-256MiB.bin"
+    assert staged.remote(paths["small"]) == "/upload/wan-dl-src/small/small-3x8KiB"
+    assert paths["big"].read_bytes() == big.read_bytes()
+    assert sorted(p.name for p in paths["small"].iterdir()) == ["a", "b", "c"]
+    assert stat.S_IMODE(paths["small"].stat().st_mode) == 0o755
+
+
 def test_then_fsync_syncs_every_file_and_directory_the_tool_wrote(
     bench: dict[str, ModuleType], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,10 +9,11 @@ import posixpath
 from typing import Any
 
 import pytest
+from asyncssh.channel import SSHChannel
 from asyncssh.connection import SSHConnection, SSHServerConnection
-from asyncssh.constants import MSG_IGNORE
+from asyncssh.constants import MSG_CHANNEL_WINDOW_ADJUST, MSG_IGNORE
 
-from airflow_secure_transfer.transfer.sftp import SFTPClient
+from airflow_secure_transfer.transfer.sftp import DEFAULT_BLOCK_SIZE, DEFAULT_MAX_REQUESTS, SFTPClient
 from tests.servers import SFTPServer
 from tests.servers.clients import sftp_connect
 from tests.sftp.conftest import make_settings
@@ -56,3 +57,36 @@ def test_no_cbc_countermeasure_packets_with_an_aead_cipher(
     ignores_received_by_server[0] = 0
     asyncio.run(stock_upload())
     assert ignores_received_by_server[0] > 32  # 1 MiB is at least 32 packets of 32 KiB
+
+
+@pytest.fixture
+def window_adjusts_received_by_server(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the SSH_MSG_CHANNEL_WINDOW_ADJUST packets the in-process asyncssh server receives."""
+    count = [0]
+    handlers = dict(SSHChannel._packet_handlers)
+    original = handlers[MSG_CHANNEL_WINDOW_ADJUST]
+
+    def counting(self: SSHChannel[Any], *args: Any) -> Any:
+        if isinstance(self._conn, SSHServerConnection):
+            count[0] += 1
+        return original(self, *args)
+
+    handlers[MSG_CHANNEL_WINDOW_ADJUST] = counting
+    monkeypatch.setattr(SSHChannel, "_packet_handlers", handlers)
+    return count
+
+
+def test_a_download_opens_a_receive_window_larger_than_its_outstanding_reads(
+    asyncssh_server: SFTPServer, window_adjusts_received_by_server: list[int]
+) -> None:
+    """A stream moves at most one receive window per round trip. asyncssh's default (2 MiB, adjusted each time
+    half is used) would need 32 adjustments for 32 MiB and held one download to ~1 MiB per round trip; the
+    client's window keeps at least the outstanding READs' bytes open (8 MiB: 4 adjustments for 32 MiB)."""
+    size = 32 << 20
+    (asyncssh_server.local_root / "big").write_bytes(os.urandom(size))
+    with SFTPClient(make_settings(asyncssh_server)) as fs:
+        window_adjusts_received_by_server[0] = 0
+        sink = io.BytesIO()
+        assert fs.read_to(posixpath.join(asyncssh_server.writable_dir, "big"), sink) == size
+    outstanding = DEFAULT_MAX_REQUESTS * DEFAULT_BLOCK_SIZE
+    assert 1 <= window_adjusts_received_by_server[0] <= -(-size // outstanding)
