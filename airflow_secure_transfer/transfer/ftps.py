@@ -765,6 +765,8 @@ class FTPSClient(ClosingClient):
         self.mtime_trusted = True
         #: Bytes the last upload sent (its final reply may still be unread).
         self._last_sent = 0
+        #: Paths the last :meth:`stat_many` found missing (see :meth:`makedirs`).
+        self._just_missing: set[str] = set()
         try:
             try:
                 self._connect()
@@ -1111,6 +1113,9 @@ class FTPSClient(ClosingClient):
             for path, group in zip(paths, per_path, strict=True):
                 out.append(self._stat_answer(path, replies[at : at + len(group)]))
                 at += len(group)
+            # What was just found missing needs no second stat before a makedirs (a directory another
+            # worker creates meanwhile makes the MKD fail, and that is checked as before).
+            self._just_missing = {path for path, entry in zip(paths, out, strict=True) if entry is None}
             return out
 
     def _stat_lines(self, path: str) -> list[str]:
@@ -1394,6 +1399,10 @@ class FTPSClient(ClosingClient):
     def makedirs(self, path: str) -> None:
         """Create *path* and its missing parents; an existing directory is fine."""
         check_name(path)
+        if path in self._just_missing:
+            self._just_missing.clear()
+            self._mkd_recursive(path)
+            return
         existing = self.stat(path)
         if existing is not None:
             if not existing.is_dir:
