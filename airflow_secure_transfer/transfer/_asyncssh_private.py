@@ -26,6 +26,9 @@ name                                            why
 ``SFTPClientHandler._supports_posix_rename``    report whether renames are atomic (``posix-rename@openssh.com``)
 ``SFTPClientHandler._supports_limits``          whether the block size was advertised (``limits@openssh.com``)
 ``SFTPClientHandler._logger``, ``._writer``     skip per-request debug formatting; the channel's packet log
+``SSHChannel._init_recv_window``                widen a far server's SFTP receive window once it is open
+                                                (the next window adjustment grants it); fallback: asyncssh's
+                                                2 MiB (downloads from far servers slower, nothing weaker)
 ==============================================  ===========================================================
 """
 
@@ -46,17 +49,19 @@ __all__ = [
     "request_layer",
     "send_extended_request",
     "server_kexinit_payload",
+    "sftp_channel",
     "sftp_handler",
     "skip_cbc_ignore_packets",
     "skip_debug_formatting",
     "skip_packet_log_formatting",
     "supports_limits",
     "supports_posix_rename",
+    "widen_recv_window",
 ]
 
 #: ``(kind, attribute)``: what this module reads or replaces. ``kind`` is ``"connection"``
-#: (``SSHClientConnection``), ``"handler"`` (``SFTPClientHandler``), ``"sftp"`` (``SFTPClient``)
-#: or ``"logger"`` (``asyncssh.logging.logger``).
+#: (``SSHClientConnection``), ``"handler"`` (``SFTPClientHandler``), ``"sftp"`` (``SFTPClient``),
+#: ``"channel"`` (the SFTP session's ``SSHClientChannel``) or ``"logger"`` (``asyncssh.logging.logger``).
 PRIVATE_NAMES: Final[tuple[tuple[str, str], ...]] = (
     ("connection", "_transport"),
     ("connection", "send_packet"),
@@ -77,6 +82,7 @@ PRIVATE_NAMES: Final[tuple[tuple[str, str], ...]] = (
     ("handler", "_supports_limits"),
     ("handler", "_logger"),
     ("handler", "_writer"),
+    ("channel", "_init_recv_window"),
 )
 
 #: The request-layer methods a small-file batch needs (all coroutines taking a handle).
@@ -86,6 +92,28 @@ _REQUESTS: Final = ("open", "read", "write", "fsetstat", "fstat", "close")
 def sftp_handler(sftp: asyncssh.SFTPClient | None) -> Any:
     """Return asyncssh's SFTP request layer behind *sftp* (``SFTPClient._handler``), or None."""
     return getattr(sftp, "_handler", None)
+
+
+def sftp_channel(sftp: asyncssh.SFTPClient | None) -> Any:
+    """Return the SSH channel of *sftp*'s session (through ``SFTPClientHandler._writer``), or None."""
+    writer = getattr(sftp_handler(sftp), "_writer", None)
+    return getattr(writer, "channel", None)
+
+
+def widen_recv_window(sftp: asyncssh.SFTPClient | None, window: int) -> bool:
+    """Make *sftp*'s channel keep up to *window* bytes open for the server; return whether it could.
+
+    asyncssh fixes a channel's receive window when the channel opens and tops it up to that size
+    whenever half is used (``SSHChannel._init_recv_window``): raised here, the next top-up grants the
+    difference. Only ever raised, so the server never sees a window shrink.
+    """
+    channel = sftp_channel(sftp)
+    current = getattr(channel, "_init_recv_window", None)
+    if not isinstance(current, int):
+        return False
+    if current < window:
+        channel._init_recv_window = window
+    return True
 
 
 def request_layer(sftp: asyncssh.SFTPClient | None) -> Any:

@@ -30,6 +30,7 @@ def test_every_private_name_exists_on_a_live_session(sftp_server: SFTPServer) ->
             "connection": conn,
             "sftp": sftp,
             "handler": private.sftp_handler(sftp),
+            "channel": private.sftp_channel(sftp),
             "logger": asyncssh.logging.logger,
         }
         missing = []
