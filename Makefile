@@ -63,8 +63,8 @@ typecheck: $(STAMP)
 	$(VENV)/bin/mypy
 
 # --- benchmarks (bench/run.py, BENCHMARKS.md) -------------------------------------------------
-# make bench        full run (< 40 min on 2 idle cores, of which the "wan" group, 50/150 ms round trips through
-#                   bench/delay_proxy.py, is ~20 min): bench/results/<timestamp>/ + BENCHMARKS.md tables
+# make bench        full run (< 55 min on 2 idle cores, of which the "wan" group, 50/150 ms round trips through
+#                   bench/delay_proxy.py, uploads and downloads, is ~33 min): bench/results/<timestamp>/ + BENCHMARKS.md tables
 # make bench-smoke  tiny sizes, 1 repetition (< 2 min; CI): fails only if a case errors unexpectedly
 # Both start their own loopback servers (sshd, vsftpd, pyftpdlib) from tests/servers; sshd/vsftpd need
 # root and the Debian packages (system-deps installs openssh-client/-server, vsftpd, curl, lftp).

@@ -168,35 +168,27 @@ def _download_cases(a: argparse.Namespace, tag: str, dl: WanDownloads, front: Fr
                     warm_source=staged[server]["warm"] if inproc else None, tags={"tool": tool},
                     download_to=dl.download_to)  # fmt: skip
 
+    Peer = tuple[str, Callable[..., dict[str, Any]], str]  # (name, case function, tool)
+    peers: dict[str, tuple[list[Peer], list[Peer]]] = {}  # server: (peers for the big file, for the small files)
+    if front.ssh and "sftp" in protocols and "sshd" in staged:
+        sftp_b = dc.sftp_b_get(host=SSH_ALIAS)
+        peers["sshd"] = ([("OpenSSH sftp -b get", sftp_b, "openssh")],
+                         [("OpenSSH sftp -b, get per file, one session", sftp_b, "openssh")])  # fmt: skip
+    if front.ftps and "ftps" in protocols and "vsftpd" in staged:
+        via = front.ftps
+        peers["vsftpd"] = ([("lftp get", dc.lftp_get("vsftpd", via=via), "lftp"),
+                            ("curl --ssl-reqd", dc.curl_get("vsftpd", via=via), "curl")],
+                           [("lftp mirror --parallel=4", dc.lftp_mirror("vsftpd", 4, via=via), "lftp")])  # fmt: skip
     large: list[Case] = []
     smalls: list[Case] = []
-    if front.ssh and "sftp" in protocols and "sshd" in staged:
-        ref = f"SFTP {tag} download: OpenSSH sftp -b get"
-        sref = f"SFTP {tag} download: OpenSSH sftp -b, get per file, one session"
-        ours = dc.ours("sshd", conn_id=OURS_WAN["sshd"])
-        large += [
-            case(f"SFTP {tag} download: ours", ours, "sshd", "big", ref, "ours", inproc=True),
-            case(ref, dc.sftp_b_get(host=SSH_ALIAS), "sshd", "big", ref, "openssh"),
-        ]
-        smalls += [
-            case(f"SFTP {tag} download: ours (default connections)", ours, "sshd", "small", sref, "ours", inproc=True),
-            case(sref, dc.sftp_b_get(host=SSH_ALIAS), "sshd", "small", sref, "openssh"),
-        ]
-    if front.ftps and "ftps" in protocols and "vsftpd" in staged:
-        ref = f"FTPS {tag} download: lftp get"
-        sref = f"FTPS {tag} download: lftp mirror --parallel=4"
-        ours = dc.ours("vsftpd", conn_id=OURS_WAN["vsftpd"])
-        large += [
-            case(f"FTPS {tag} download: ours", ours, "vsftpd", "big", ref, "ours", inproc=True),
-            case(ref, dc.lftp_get("vsftpd", via=front.ftps), "vsftpd", "big", ref, "lftp"),
-            case(f"FTPS {tag} download: curl --ssl-reqd", dc.curl_get("vsftpd", via=front.ftps), "vsftpd", "big",
-                 ref, "curl"),
-        ]  # fmt: skip
-        smalls += [
-            case(f"FTPS {tag} download: ours (default connections)", ours, "vsftpd", "small", sref, "ours",
-                 inproc=True),
-            case(sref, dc.lftp_mirror("vsftpd", 4, via=front.ftps), "vsftpd", "small", sref, "lftp"),
-        ]  # fmt: skip
+    for server, (big_peers, small_peers) in peers.items():
+        label = f"{'SFTP' if server == 'sshd' else 'FTPS'} {tag} download"
+        ours = dc.ours(server, conn_id=OURS_WAN[server])
+        for key, chosen, out, ours_name in (("big", big_peers, large, "ours"),
+                                            ("small", small_peers, smalls, "ours (default connections)")):  # fmt: skip
+            ref = f"{label}: {chosen[0][0]}"
+            out.append(case(f"{label}: {ours_name}", ours, server, key, ref, "ours", inproc=True))
+            out += [case(f"{label}: {name}", fn, server, key, ref, tool) for name, fn, tool in chosen]
     return large, smalls
 
 
@@ -258,26 +250,21 @@ def build_wan_groups(a: argparse.Namespace, cases: Cases, src: dict[str, Path], 
                 Case(sref, cases.lftp_mirror("vsftpd", 4, via=front.ftps), "vsftpd", small, sb, ns, ref=sref,
                      tags={"tool": "lftp"}),
             ]  # fmt: skip
-        # --wan-parts / --wan-tools: a subset (e.g. only the large file, only ours and OpenSSH's tools).
-        large = [c for c in large if c.tags.get("tool") in tools]
-        smalls = [c for c in smalls if c.tags.get("tool") in tools]
-        if "large" in parts and large:
-            groups.append(Group(f"{key}_large", f"{tag}{rate}: one {a.wan_size_mib} MiB file",
-                                [_recorded(c, front) for c in large], a.wan_reps, setup=setup))  # fmt: skip
-        if "small" in parts and smalls:
-            groups.append(Group(f"{key}_small", f"{tag}{rate}: {ns} files of {a.small_kib} KiB",
-                                [_recorded(c, front) for c in smalls], a.wan_reps, "files/s", setup=setup))  # fmt: skip
+        dl_large: list[Case] = []
+        dl_small: list[Case] = []
         if dl is not None and parts & {"dl_large", "dl_small"}:
             dl_large, dl_small = _download_cases(a, tag, dl, front, protocols)
-            dl_large = [c for c in dl_large if c.tags.get("tool") in tools]
-            dl_small = [c for c in dl_small if c.tags.get("tool") in tools]
-            if "dl_large" in parts and dl_large:
-                groups.append(Group(f"{key}_dl_large", f"{tag}{rate}: one {a.wan_size_mib} MiB file downloaded",
-                                    [_recorded(c, front) for c in dl_large], a.wan_reps, setup=setup))  # fmt: skip
-            if "dl_small" in parts and dl_small:
-                groups.append(Group(f"{key}_dl_small", f"{tag}{rate}: {ns} files of {a.small_kib} KiB downloaded",
-                                    [_recorded(c, front) for c in dl_small], a.wan_reps, "files/s",
-                                    setup=setup))  # fmt: skip
+        # --wan-parts / --wan-tools: a subset (e.g. only the large file, only ours and OpenSSH's tools).
+        for part, chosen, what, unit in (
+            ("large", large, f"one {a.wan_size_mib} MiB file", "MB/s"),
+            ("small", smalls, f"{ns} files of {a.small_kib} KiB", "files/s"),
+            ("dl_large", dl_large, f"one {a.wan_size_mib} MiB file downloaded", "MB/s"),
+            ("dl_small", dl_small, f"{ns} files of {a.small_kib} KiB downloaded", "files/s"),
+        ):
+            chosen = [c for c in chosen if c.tags.get("tool") in tools]
+            if part in parts and chosen:
+                groups.append(Group(f"{key}_{part}", f"{tag}{rate}: {what}", [_recorded(c, front) for c in chosen],
+                                    a.wan_reps, unit, setup=setup))  # fmt: skip
         if front.ssh and "sftp" in protocols and "operator" in parts and "stock" in tools:
             op = Case(f"SFTP {tag}: stock SFTPOperator, list of files", cases.stock_sftp_operator(STOCK_SFTP_WAN),
                       "sshd", op_src, op_count * a.small_kib * 1024, op_count,
