@@ -64,11 +64,11 @@ def assert_no_secret(exc: BaseException, *secrets: str) -> None:
 # ------------------------------------------------------------------------------- FTPS
 
 
-def _echo_script(at: str, code: str) -> Callable[[Session], None]:
+def _echo_script(at: str, code: str, greeting: str = "220 echo server ready") -> Callable[[Session], None]:
     """An FTPS server that answers command *at* with a *code* refusal quoting the password."""
 
     def script(s: Session) -> None:
-        s.line("220 echo server ready")
+        s.line(greeting)
         while True:
             line = s.readline()
             if line is None:
@@ -115,8 +115,12 @@ def _echo_script(at: str, code: str) -> Callable[[Session], None]:
         ("TYPE", "504"),
     ],
 )
-def test_ftps_echoed_password_is_in_no_reachable_exception(test_pki: ServerPKI, at: str, code: str) -> None:
-    with ScriptServer(_echo_script(at, code), tls_context=tls_server_context(test_pki)) as server:
+@pytest.mark.parametrize("greeting", ["220 echo server ready", "220 (vsFTPd 3.0.3)"], ids=["one-by-one", "pipelined"])
+def test_ftps_echoed_password_is_in_no_reachable_exception(
+    test_pki: ServerPKI, at: str, code: str, greeting: str
+) -> None:
+    """Also where USER, PASS and the setup go out in one burst (to a server greeting as vsftpd)."""
+    with ScriptServer(_echo_script(at, code, greeting), tls_context=tls_server_context(test_pki)) as server:
         settings = parse_ftps_settings(
             conn_type="secure_ftps",
             host="127.0.0.1",
