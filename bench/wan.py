@@ -154,25 +154,25 @@ class WanDownloads:
 
 
 def _download_cases(a: argparse.Namespace, tag: str, dl: WanDownloads, front: Front,
-                    protocols: set[str]) -> tuple[list[Case], list[Case]]:  # fmt: skip
-    """The download cases at one round-trip time: (one big file, many small files)."""
+                    protocols: set[str]) -> tuple[list[Case], list[Case], list[Case]]:  # fmt: skip
+    """The download cases at one round-trip time: (one big file, many small files, the stock SFTPOperator)."""
     dc, staged = dl.dc, dl.staged
-    nb = staged[next(iter(staged))]["big"].stat().st_size
-    ns = a.wan_small_count
-    sb = ns * a.small_kib * 1024
 
     def case(name: str, fn: Callable[..., dict[str, Any]], server: str, key: str, ref: str, tool: str,
              inproc: bool = False) -> Case:  # fmt: skip
-        files, nbytes = (1, nb) if key == "big" else (ns, sb)
-        return Case(name, fn, server, staged[server][key], nbytes, files, ref=ref, inproc=inproc,
-                    warm_source=staged[server]["warm"] if inproc else None, tags={"tool": tool},
+        source = staged[server][key]
+        files = [source] if source.is_file() else sorted(source.iterdir())
+        inproc = inproc or tool == "stock"  # the stock hooks run in this process, as ours does
+        return Case(name, fn, server, source, sum(f.stat().st_size for f in files), len(files), ref=ref,
+                    inproc=inproc, warm_source=staged[server]["warm"] if inproc else None, tags={"tool": tool},
                     download_to=dl.download_to)  # fmt: skip
 
     Peer = tuple[str, Callable[..., dict[str, Any]], str]  # (name, case function, tool)
     peers: dict[str, tuple[list[Peer], list[Peer]]] = {}  # server: (peers for the big file, for the small files)
     if front.ssh and "sftp" in protocols and "sshd" in staged:
         sftp_b = dc.sftp_b_get(host=SSH_ALIAS)
-        peers["sshd"] = ([("OpenSSH sftp -b get", sftp_b, "openssh")],
+        peers["sshd"] = ([("OpenSSH sftp -b get", sftp_b, "openssh"),
+                          ("stock SFTPHook.retrieve_file", dc.stock_sftp_retrieve_file(STOCK_SFTP_WAN), "stock")],
                          [("OpenSSH sftp -b, get per file, one session", sftp_b, "openssh")])  # fmt: skip
     if front.ftps and "ftps" in protocols and "vsftpd" in staged:
         via = front.ftps
@@ -189,7 +189,12 @@ def _download_cases(a: argparse.Namespace, tag: str, dl: WanDownloads, front: Fr
             ref = f"{label}: {chosen[0][0]}"
             out.append(case(f"{label}: {ours_name}", ours, server, key, ref, "ours", inproc=True))
             out += [case(f"{label}: {name}", fn, server, key, ref, tool) for name, fn, tool in chosen]
-    return large, smalls
+    stock_op: list[Case] = []
+    if "sshd" in peers:
+        stock_op.append(case(f"SFTP {tag} download: stock SFTPOperator(operation=\"get\"), list of files",
+                             dc.stock_sftp_operator_get(STOCK_SFTP_WAN), "sshd", "op",
+                             f"SFTP {tag} download: OpenSSH sftp -b, get per file, one session", "stock"))  # fmt: skip
+    return large, smalls, stock_op
 
 
 def build_wan_groups(a: argparse.Namespace, cases: Cases, src: dict[str, Path], front: Front,
@@ -252,17 +257,20 @@ def build_wan_groups(a: argparse.Namespace, cases: Cases, src: dict[str, Path], 
             ]  # fmt: skip
         dl_large: list[Case] = []
         dl_small: list[Case] = []
+        dl_op: list[Case] = []
         if dl is not None and parts & {"dl_large", "dl_small"}:
-            dl_large, dl_small = _download_cases(a, tag, dl, front, protocols)
+            dl_large, dl_small, dl_op = _download_cases(a, tag, dl, front, protocols)
         # --wan-parts / --wan-tools: a subset (e.g. only the large file, only ours and OpenSSH's tools).
         for part, chosen, what, unit in (
             ("large", large, f"one {a.wan_size_mib} MiB file", "MB/s"),
             ("small", smalls, f"{ns} files of {a.small_kib} KiB", "files/s"),
             ("dl_large", dl_large, f"one {a.wan_size_mib} MiB file downloaded", "MB/s"),
             ("dl_small", dl_small, f"{ns} files of {a.small_kib} KiB downloaded", "files/s"),
+            ("dl_stock_operator", dl_op, f"stock SFTPOperator(operation=\"get\") with a list of {op_count} files "
+             "(one SSH connection per file: files/s does not depend on the count)", "files/s"),
         ):
             chosen = [c for c in chosen if c.tags.get("tool") in tools]
-            if part in parts and chosen:
+            if part.replace("_stock_operator", "_small") in parts and chosen:
                 groups.append(Group(f"{key}_{part}", f"{tag}{rate}: {what}", [_recorded(c, front) for c in chosen],
                                     a.wan_reps, unit, setup=setup))  # fmt: skip
         if front.ssh and "sftp" in protocols and "operator" in parts and "stock" in tools:
@@ -326,8 +334,8 @@ def run_wan(a: argparse.Namespace, servers: Servers, cases: Cases, src: dict[str
     if {"dl_large", "dl_small"} & {x.strip() for x in str(a.wan_parts).split(",")}:
         from downloads import DownloadCases, stage_files
 
-        staged = stage_files(servers, {"big": src["wan_big"], "small": src["wan_small"], "warm": src["warm_file"]},
-                             ("sshd", "vsftpd"), "wan-dl-src")  # fmt: skip
+        files = {"big": src["wan_big"], "small": src["wan_small"], "op": src["wan_op"], "warm": src["warm_file"]}
+        staged = stage_files(servers, files, ("sshd", "vsftpd"), "wan-dl-src")
         if staged:
             dl = WanDownloads(DownloadCases(cases, {k: v[0] for k, v in staged.items()}),
                               {k: v[1] for k, v in staged.items()}, cases.scratch / "wan-downloads")  # fmt: skip
