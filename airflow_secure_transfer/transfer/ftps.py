@@ -88,7 +88,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import IO, TYPE_CHECKING, NoReturn
+from typing import IO, TYPE_CHECKING, NoReturn, TypeVar
 
 from airflow_secure_transfer.exceptions import (
     AuthenticationError,
@@ -109,6 +109,9 @@ from airflow_secure_transfer.security.policy import TLSMode
 from airflow_secure_transfer.security.tls import TLSInfo, build_ssl_context, classify_ssl_error, describe_tls
 from airflow_secure_transfer.transfer import limits
 from airflow_secure_transfer.transfer.base import Checksum, ClosingClient, ProgressCallback, RemoteEntry
+from airflow_secure_transfer.transfer.tls_reader import TLSStreamReader
+
+_DataConn = TypeVar("_DataConn", ssl.SSLSocket, TLSStreamReader)
 
 if TYPE_CHECKING:
     from airflow_secure_transfer.security.policy import FTPSSettings
@@ -590,6 +593,40 @@ class _FTPTLS(ftplib.FTP_TLS):
             raise OSError(err, os.strerror(err))
         raw.settimeout(self._time_left())
 
+    def _connect_data(self, raw: socket.socket) -> ssl.SSLSession | None:
+        """Finish *raw*'s connect; return the TLS session its handshake must resume. *raw* is closed on any error."""
+        assert self.sock is not None
+        if not isinstance(self.sock, ssl.SSLSocket) or not self.data_protected:
+            raw.close()
+            raise SecurityPolicyError("refusing to open a data connection before PROT P is in force")
+        try:
+            self._finish_connect(raw)
+        except BaseException:
+            raw.close()
+            self._data_session = None
+            raise
+        # Resuming self.sock.session is what vsftpd's require_ssl_reuse and FileZilla Server
+        # check; the pin (if any) is checked again once the handshake ends.
+        session = self._data_session
+        if session is None:
+            session = self._data_session = self.sock.session
+        return session
+
+    def begin_reader(self, raw: socket.socket) -> TLSStreamReader:
+        """:meth:`begin_data` for a download: the connection is a :class:`TLSStreamReader`.
+
+        It reads one socket-buffer-full per ``recv`` instead of two ``recv`` per TLS record. The
+        context, the checks (chain, host name, pin) and the resumed session are the same.
+        """
+        session = self._connect_data(raw)
+        try:
+            reader = TLSStreamReader(raw, self.context, server_hostname=self.server_hostname, session=session)
+            reader.start_handshake()  # closes raw on failure
+        except BaseException:
+            self._data_session = None
+            raise
+        return reader
+
     def begin_data(self, raw: socket.socket) -> ssl.SSLSocket:
         """Finish *raw*'s connect and send the TLS ClientHello on it; :meth:`finish_data` completes it.
 
@@ -599,17 +636,8 @@ class _FTPTLS(ftplib.FTP_TLS):
         ``150`` instead of one round trip after it. Nothing but the ClientHello is sent until the
         handshake (every check included) has completed. *raw* is closed on any error.
         """
-        assert self.sock is not None
-        if not isinstance(self.sock, ssl.SSLSocket) or not self.data_protected:
-            raw.close()
-            raise SecurityPolicyError("refusing to open a data connection before PROT P is in force")
+        session = self._connect_data(raw)
         try:
-            self._finish_connect(raw)
-            # Resuming self.sock.session is what vsftpd's require_ssl_reuse and FileZilla Server
-            # check; the pin (if any) is checked again once the handshake ends.
-            session = self._data_session
-            if session is None:
-                session = self._data_session = self.sock.session
             conn = self.context.wrap_socket(
                 raw,
                 server_hostname=self.server_hostname,
@@ -633,7 +661,7 @@ class _FTPTLS(ftplib.FTP_TLS):
             raise
         return conn
 
-    def finish_data(self, conn: ssl.SSLSocket) -> tuple[ssl.SSLSocket, int | None]:
+    def finish_data(self, conn: _DataConn) -> tuple[_DataConn, int | None]:
         """Read the transfer command's ``1xx`` and complete *conn*'s handshake (see :meth:`begin_data`).
 
         *conn* is closed on any error (a refused command: its reply is the error).
@@ -712,6 +740,15 @@ class _FTPTLS(ftplib.FTP_TLS):
 
     def ntransfercmd(self, cmd: str, rest: int | str | None = None) -> tuple[socket.socket, int | None]:
         """Open a TLS data connection for *cmd* that resumes the control connection's session."""
+        return self.open_data(self._send_transfer(cmd, rest))
+
+    def reader_transfercmd(self, cmd: str, rest: int | None = None) -> TLSStreamReader:
+        """:meth:`ntransfercmd` for a download: the data connection is a :class:`TLSStreamReader`."""
+        conn, _ = self.finish_data(self.begin_reader(self._send_transfer(cmd, rest)))
+        return conn
+
+    def _send_transfer(self, cmd: str, rest: int | str | None) -> socket.socket:
+        """Start the data connection's connect, send ``REST`` (if any) and *cmd*; return the socket."""
         assert self.sock is not None
         if not isinstance(self.sock, ssl.SSLSocket) or not self.data_protected:
             raise SecurityPolicyError("refusing to open a data connection before PROT P is in force")
@@ -726,7 +763,7 @@ class _FTPTLS(ftplib.FTP_TLS):
         except BaseException:
             raw.close()
             raise
-        return self.open_data(raw)
+        return raw
 
 
 class FTPSClient(ClosingClient):
@@ -1342,7 +1379,7 @@ class FTPSClient(ClosingClient):
         take(pending)
 
     @contextlib.contextmanager
-    def _data(self, conn: socket.socket, what: str, path: str) -> Iterator[None]:
+    def _data(self, conn: socket.socket | TLSStreamReader, what: str, path: str) -> Iterator[None]:
         """Close the data connection (TLS close_notify first) on every way out of the block.
 
         An upload that completed is ended with :meth:`_FTPTLS.end_upload` (not waiting for the server's
@@ -1372,7 +1409,7 @@ class FTPSClient(ClosingClient):
             if what == "upload" and isinstance(conn, ssl.SSLSocket) and self._ftp is not None:
                 self._ftp.end_upload(conn)
                 return
-            if isinstance(conn, ssl.SSLSocket):
+            if isinstance(conn, (ssl.SSLSocket, TLSStreamReader)):
                 try:
                     conn.unwrap()
                 except (OSError, ValueError):
@@ -1580,19 +1617,16 @@ class FTPSClient(ClosingClient):
         ftp = self.ftp
         received = 0
         with self._errors("download", path):
-            conn, _ = ftp.ntransfercmd(f"RETR {path}", rest=offset or None)
+            conn = ftp.reader_transfercmd(f"RETR {path}", rest=offset or None)
             buf = bytearray(READ_BLOCK)
             view = memoryview(buf)
             with self._data(conn, "download", path):
                 eof = False
                 while not eof:
                     filled = 0
-                    # Fill a whole block before writing: TLS hands out <= 16 KiB per recv.
+                    # Fill a whole block before writing: TLS hands out <= 16 KiB per read.
                     while filled < READ_BLOCK:
-                        try:
-                            n = conn.recv_into(view[filled:])
-                        except ssl.SSLZeroReturnError:
-                            n = 0
+                        n = conn.readinto(view[filled:])  # 0 only after the close_notify
                         if not n:
                             eof = True
                             break
