@@ -29,7 +29,10 @@ decides what goes on the wire is overridden here:
   instance (the stock hook's ``FTP_TLS.port = ...`` class attribute leaked into
   later connections).
 * 1 MiB blocks on the data channel (the stock 8 KiB ``storbinary`` is about 40 %
-  slower against pyftpdlib).
+  slower against pyftpdlib). A download's data connection is a
+  :class:`~airflow_secure_transfer.transfer.tls_reader.TLSStreamReader`: the socket is read one
+  queue-full at a time into memory BIOs, not twice per 16 KiB TLS record as an ``SSLSocket`` reads
+  it (same context, same checks; 9-22 % less client CPU per MB from vsftpd, BENCHMARKS.md).
 * **Few round trips** (issue #15: over 50-150 ms each one counts). Commands whose
   answers do not decide each other go out in one write and their replies are read
   in order (:meth:`_FTPTLS.putlines`, :meth:`_FTPTLS.replies`): the session setup

@@ -13,6 +13,7 @@ authentication request reached it, over exactly one TCP connection (no retry).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
@@ -247,3 +248,50 @@ def test_ftps_man_in_the_middle_on_the_data_connection_only(
 
         assert find_content(mitm.received, payload) is None
     assert not (server.local_root / "secret.bin").exists() or (server.local_root / "secret.bin").stat().st_size == 0
+
+
+@pytest.mark.parametrize("trust", ["ca_bundle", "cert_fingerprint"])
+def test_ftps_man_in_the_middle_on_a_download_data_connection(
+    relayed_ftps: Callable[..., tuple[FTPSServer, Relay]],
+    test_pki: ServerPKI,
+    tmp_path: Path,
+    trust: str,
+) -> None:
+    """As above for a download, whose data connection is a memory-BIO reader (``transfer/tls_reader.py``).
+
+    The impostor on the passive port fails the reader's handshake (chain + name, or the pin), so not one byte
+    it sends reaches the sink, and the client stops using the session.
+    """
+    import io
+
+    from tests.security.tools import ScriptServer, tls_server_context
+
+    attacker = issue_pki(tmp_path / "attacker", "localhost", "127.0.0.1")
+    forged = b"forged file content " * 1000
+
+    def impostor(s: Any) -> None:
+        # A chain or name failure aborts this handshake; with a pin, the handshake completes and the
+        # client's pin check (its last step) closes the connection before a byte is read.
+        if s.start_tls():
+            with contextlib.suppress(OSError):
+                s.send(forged)  # what it would serve as the file, were it trusted
+            s.hold()
+
+    with ScriptServer(impostor, tls_context=tls_server_context(attacker)) as mitm:
+        server, relay = relayed_ftps("explicit", data_target=(mitm.host, mitm.port))
+        (server.local_root / "report.csv").write_bytes(b"the genuine report\n")
+        extras: dict[str, Any] = (
+            {"ca_bundle": test_pki.ca_pem}
+            if trust == "ca_bundle"
+            else {"ca_bundle": None, "cert_fingerprint": test_pki.cert_fingerprint}
+        )
+        sink = io.BytesIO()
+        client = FTPSClient(ftps_settings(server, **extras))  # the genuine control connection works
+        try:
+            with pytest.raises(VerificationError):
+                client.read_to("/report.csv", sink)
+            assert not client.usable, "the client went on using a control connection out of step"
+        finally:
+            client.close()
+        assert mitm.connections >= 1 and relay.count("data") >= 1, "the data connection did not reach the impostor"
+    assert sink.getvalue() == b""
