@@ -12,9 +12,6 @@ import hashlib
 import socket
 import ssl
 import tempfile
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
@@ -38,16 +35,7 @@ from airflow_secure_transfer.security.tls import (
     sha256_fingerprint,
 )
 from tests.servers.hostile_ftp import tls11_server_context
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def leaf(ca: trustme.CA) -> trustme.LeafCert:
-    return ca.issue_cert("localhost", "127.0.0.1", common_name="localhost")
+from tests.servers.tls_thread import tls_server
 
 
 def _der(leaf: trustme.LeafCert) -> bytes:
@@ -56,52 +44,6 @@ def _der(leaf: trustme.LeafCert) -> bytes:
 
 def _settings(**extras: Any) -> FTPSSettings:
     return parse_ftps_settings(conn_type="secure_ftps", host="localhost", extras=extras)
-
-
-@dataclass
-class _Served:
-    port: int
-    received: bytearray = field(default_factory=bytearray)
-    errors: list[str] = field(default_factory=list)
-    versions: list[str | None] = field(default_factory=list)
-    reused: list[bool] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def tls_server(server_ctx: ssl.SSLContext, connections: int = 1) -> Iterator[_Served]:
-    """Accept *connections* TLS connections; record the handshake outcome and every application byte."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(10)
-    served = _Served(port=listener.getsockname()[1])
-
-    def run() -> None:
-        for _ in range(connections):
-            try:
-                raw, _ = listener.accept()
-            except OSError:
-                return
-            raw.settimeout(10)
-            try:
-                tls = server_ctx.wrap_socket(raw, server_side=True)
-            except (OSError, ssl.SSLError) as exc:
-                served.errors.append(str(exc))
-                raw.close()
-                continue
-            served.versions.append(tls.version())
-            served.reused.append(bool(tls.session_reused))
-            with contextlib.suppress(OSError):
-                tls.sendall(b"hello\n")  # gives TLS 1.3 clients their session ticket
-                while chunk := tls.recv(4096):
-                    served.received += chunk
-            tls.close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield served
-    finally:
-        thread.join(timeout=10)
-        listener.close()
 
 
 def _server_ctx(leaf: trustme.LeafCert) -> ssl.SSLContext:

@@ -8,14 +8,11 @@ failed handshake closes the socket; a session is resumed; the socket is read in 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import socket
 import ssl
-import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -25,18 +22,9 @@ from airflow_secure_transfer.exceptions import VerificationError
 from airflow_secure_transfer.security.policy import parse_ftps_settings
 from airflow_secure_transfer.security.tls import build_ssl_context, sha256_fingerprint
 from airflow_secure_transfer.transfer.tls_reader import TLSStreamReader
+from tests.servers.tls_thread import Served, tls_server
 
 RECORD = 16 * 1024
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def leaf(ca: trustme.CA) -> trustme.LeafCert:
-    return ca.issue_cert("localhost", "127.0.0.1", common_name="localhost")
 
 
 def _client_ctx(ca: trustme.CA, **extras: Any) -> ssl.SSLContext:
@@ -54,57 +42,8 @@ def _server_ctx(leaf: trustme.LeafCert, *, tls12: bool = False) -> ssl.SSLContex
     return ctx
 
 
-@dataclass
-class _Served:
-    port: int
-    errors: list[str] = field(default_factory=list)
-    reused: list[bool] = field(default_factory=list)
-    received: bytearray = field(default_factory=bytearray)
-    clean_close: list[bool] = field(default_factory=list)
-    sent_all: threading.Event = field(default_factory=threading.Event)
-
-
-@contextlib.contextmanager
-def tls_server(
-    server_ctx: ssl.SSLContext, serve: Callable[[ssl.SSLSocket, _Served], None], connections: int = 1
-) -> Iterator[_Served]:
-    """Accept *connections* TLS connections and run *serve* on each (its errors are recorded)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(10)
-    served = _Served(port=listener.getsockname()[1])
-
-    def run() -> None:
-        for _ in range(connections):
-            try:
-                raw, _ = listener.accept()
-            except OSError:
-                return
-            raw.settimeout(10)
-            try:
-                tls = server_ctx.wrap_socket(raw, server_side=True)
-            except (OSError, ssl.SSLError) as exc:
-                served.errors.append(str(exc))
-                raw.close()
-                continue
-            served.reused.append(bool(tls.session_reused))
-            try:
-                serve(tls, served)
-            except (OSError, ssl.SSLError) as exc:
-                served.errors.append(str(exc))
-            finally:
-                tls.close()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield served
-    finally:
-        thread.join(timeout=10)
-        listener.close()
-
-
-def _send_then_close_notify(payload: bytes) -> Callable[[ssl.SSLSocket, _Served], None]:
-    def serve(tls: ssl.SSLSocket, served: _Served) -> None:
+def _send_then_close_notify(payload: bytes) -> Callable[[ssl.SSLSocket, Served], None]:
+    def serve(tls: ssl.SSLSocket, served: Served) -> None:
         tls.sendall(payload)
         served.sent_all.set()
         # unwrap() sends our close_notify and returns once the client's has arrived.
@@ -169,7 +108,7 @@ def test_reads_the_whole_stream_and_zero_only_after_close_notify(
 
 
 def test_a_stream_cut_without_close_notify_is_an_error(ca: trustme.CA, leaf: trustme.LeafCert) -> None:
-    def cut(tls: ssl.SSLSocket, served: _Served) -> None:
+    def cut(tls: ssl.SSLSocket, served: Served) -> None:
         tls.sendall(os.urandom(200_000))
         # Close TCP without the TLS close_notify (what a truncating attacker or a crash does).
         socket.socket.shutdown(tls, socket.SHUT_RDWR)
@@ -192,7 +131,7 @@ def test_a_pin_mismatch_fails_the_handshake_and_closes_the_socket(ca: trustme.CA
     wrong_pin = sha256_fingerprint(ssl.PEM_cert_to_DER_cert(other.cert_chain_pems[0].bytes().decode()))
     ctx = _client_ctx(ca, cert_fingerprint=wrong_pin)
 
-    def serve(tls: ssl.SSLSocket, served: _Served) -> None:
+    def serve(tls: ssl.SSLSocket, served: Served) -> None:
         tls.sendall(b"x")  # gives a TLS 1.3 client the server's Finished and a ticket
         while chunk := tls.recv(4096):
             served.received += chunk
