@@ -112,7 +112,7 @@ from airflow_secure_transfer.security.policy import TLSMode
 from airflow_secure_transfer.security.tls import TLSInfo, build_ssl_context, classify_ssl_error, describe_tls
 from airflow_secure_transfer.transfer import limits
 from airflow_secure_transfer.transfer.base import Checksum, ClosingClient, ProgressCallback, RemoteEntry
-from airflow_secure_transfer.transfer.tls_reader import TLSStreamReader
+from airflow_secure_transfer.transfer.tls_reader import RECV_BUFFER, TLSStreamReader
 
 _DataConn = TypeVar("_DataConn", ssl.SSLSocket, TLSStreamReader)
 
@@ -382,6 +382,8 @@ class _FTPTLS(ftplib.FTP_TLS):
         #: of a small file's upload); it is the same OpenSSL session until new tickets arrive, so
         #: it is read once, and again after a data connection that did not resume it.
         self._data_session: ssl.SSLSession | None = None
+        #: The receive buffer of every download's TLSStreamReader (made at the first).
+        self._recv_buffer: bytearray | None = None
         #: The server reads commands only between transfers (vsftpd): what is sent while a transfer ends
         #: is read after its final reply, so the upload's ``SIZE`` and the next ``EPSV`` need not wait for it.
         self.reads_between_transfers = False
@@ -623,7 +625,11 @@ class _FTPTLS(ftplib.FTP_TLS):
         """
         session = self._connect_data(raw)
         try:
-            reader = TLSStreamReader(raw, self.context, server_hostname=self.server_hostname, session=session)
+            if self._recv_buffer is None:
+                self._recv_buffer = bytearray(RECV_BUFFER)  # one per client, for all its downloads
+            reader = TLSStreamReader(
+                raw, self.context, server_hostname=self.server_hostname, session=session, buffer=self._recv_buffer
+            )
             reader.start_handshake()  # closes raw on failure
         except BaseException:
             self._data_session = None

@@ -53,6 +53,9 @@ class TLSStreamReader:
     :param context: the client context (its ``sslobject_class`` is used).
     :param server_hostname: the name checked against the certificate (when the context checks names).
     :param session: a session to resume, or ``None``.
+    :param buffer: the receive buffer (default: a new one of :data:`RECV_BUFFER` bytes). Its bytes are
+        copied into the TLS object as soon as they arrive, so one buffer can serve a client's successive
+        connections (an FTPS client reuses one for every download).
     """
 
     def __init__(
@@ -62,6 +65,7 @@ class TLSStreamReader:
         *,
         server_hostname: str | None,
         session: ssl.SSLSession | None,
+        buffer: bytearray | None = None,
     ) -> None:
         self._raw = raw
         self._incoming = ssl.MemoryBIO()
@@ -73,8 +77,10 @@ class TLSStreamReader:
         except BaseException:
             raw.close()
             raise
-        self._buffer = bytearray(RECV_BUFFER)
-        self._view = memoryview(self._buffer)
+        self._view = memoryview(bytearray(RECV_BUFFER) if buffer is None else buffer)
+        if not len(self._view):
+            raw.close()
+            raise ValueError("the receive buffer must not be empty")
         self._handshake_done = False
         self._closed = False
 

@@ -230,3 +230,31 @@ def test_a_silent_server_times_out(ca: trustme.CA) -> None:
         assert raw.fileno() == -1
     finally:
         listener.close()
+
+
+def test_one_small_buffer_serves_successive_connections(ca: trustme.CA, leaf: trustme.LeafCert) -> None:
+    # Smaller than one TLS record: every record takes several recv calls into it.
+    shared = bytearray(1000)
+    payloads = [os.urandom(300_000), os.urandom(70_001)]
+    ctx = _client_ctx(ca)
+    for payload in payloads:
+        with tls_server(_server_ctx(leaf), _send_then_close_notify(payload)) as served:
+            raw = socket.create_connection(("127.0.0.1", served.port), timeout=10)
+            reader = TLSStreamReader(raw, ctx, server_hostname="localhost", session=None, buffer=shared)
+            reader.start_handshake()
+            reader.do_handshake()
+            assert _read_all(reader) == payload
+            reader.unwrap()
+            reader.close()
+        assert served.clean_close == [True]
+
+
+def test_an_empty_buffer_is_refused_and_the_socket_closed(ca: trustme.CA) -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    try:
+        raw = socket.create_connection(listener.getsockname(), timeout=10)
+        with pytest.raises(ValueError, match="must not be empty"):
+            TLSStreamReader(raw, _client_ctx(ca), server_hostname="localhost", session=None, buffer=bytearray())
+        assert raw.fileno() == -1
+    finally:
+        listener.close()
