@@ -85,11 +85,11 @@ def test_partner_encrypted_and_signed_files_land_decrypted_and_verified(
 @pytest.mark.parametrize(
     ("case", "error"),
     [
-        ("signed_by_another_key", "signature"),
-        ("unsigned", "signature"),
-        ("expired_signer", ""),
-        ("encrypted_to_another_key", ""),
-        ("tampered", ""),
+        ("signed_by_another_key", "not among the accepted signers"),
+        ("unsigned", "the message is not signed"),
+        ("expired_signer", "no good signature by an accepted key"),
+        ("encrypted_to_another_key", "the file is encrypted to key id"),
+        ("tampered", "damaged or was tampered with"),
     ],
 )
 def test_bad_files_fail_without_retry_and_leave_nothing(
