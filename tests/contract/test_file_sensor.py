@@ -298,6 +298,22 @@ def test_trigger_serializes_the_connection_id_and_plain_values_only(
     assert SecureFileTrigger(**kwargs).serialize() == (classpath, kwargs)
 
 
+def _unexplained(loop_ticks: list[tuple[float, float]], control_ticks: list[tuple[float, float]]) -> float:
+    """The largest lateness of a loop tick that a control thread did not see at the same time.
+
+    A tick of the event loop that is late while a plain thread of the same process kept ticking means the
+    loop itself was blocked (a synchronous socket call or a long computation in a coroutine). When the whole
+    process was descheduled (a busy 2-core CI machine), the control thread was late over the same stretch,
+    and that part of the lateness is not the loop's.
+    """
+    worst = 0.0
+    for when, late in loop_ticks:
+        start = when - late
+        seen = max((c for t, c in control_ticks if t >= start and t - c <= when + 0.01), default=0.0)
+        worst = max(worst, late - seen)
+    return worst
+
+
 def test_the_trigger_never_blocks_its_event_loop(any_server: AnyServer, airflow_conn: Callable[..., str]) -> None:
     for i in range(300):
         _put(any_server, f"in/f{i:04d}.csv", b"%d" % i)
@@ -308,17 +324,28 @@ def test_the_trigger_never_blocks_its_event_loop(any_server: AnyServer, airflow_
         stable_for=0.5,
         poke_interval=0.2,
     )
+    done = threading.Event()
+    control: list[tuple[float, float]] = []
 
-    async def main() -> tuple[dict[str, Any], list[float]]:
-        lateness: list[float] = []
-        done = asyncio.Event()
+    def control_ticker() -> None:
+        # Blocking socket calls release the GIL, so a blocked loop does not stop this thread; a stalled
+        # process (CPU steal, preemption) stops both.
+        due = time.monotonic() + 0.01
+        while not done.is_set():
+            time.sleep(max(0.0, due - time.monotonic()))
+            now = time.monotonic()
+            control.append((now, now - due))
+            due = now + 0.01
+
+    async def main() -> tuple[dict[str, Any], list[tuple[float, float]]]:
+        ticks: list[tuple[float, float]] = []
 
         async def ticker() -> None:
             due = time.monotonic() + 0.01
             while not done.is_set():
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
                 now = time.monotonic()
-                lateness.append(now - due)
+                ticks.append((now, now - due))
                 due = now + 0.01
 
         tick = asyncio.create_task(ticker())
@@ -327,12 +354,29 @@ def test_the_trigger_never_blocks_its_event_loop(any_server: AnyServer, airflow_
         finally:
             done.set()
             await tick
-        return event, lateness
+        return event, ticks
 
-    event, lateness = asyncio.run(main())
+    thread = threading.Thread(target=control_ticker, daemon=True)
+    thread.start()
+    try:
+        event, ticks = asyncio.run(main())
+    finally:
+        done.set()
+        thread.join(5)
     assert event["status"] == "success" and len(event["files"]) == 300
-    assert len(lateness) > 20
-    assert max(lateness) < 0.05, f"a tick was {max(lateness) * 1000:.1f} ms late"
+    assert len(ticks) > 20 and len(control) > 20
+    worst = _unexplained(ticks, control)
+    assert worst < 0.05, f"the event loop was blocked: a tick was {worst * 1000:.1f} ms late while a thread was not"
+
+
+def test_the_blocked_loop_check_tells_a_blocked_loop_from_a_stalled_process() -> None:
+    # A stall both tickers saw (the process was descheduled) is not the loop's ...
+    assert _unexplained([(10.30, 0.26)], [(10.29, 0.25), (10.30, 0.0)]) < 0.05
+    # ... a stall only the loop saw is, and so is the part of a stall beyond what the thread saw.
+    assert _unexplained([(10.30, 0.26)], [(10.05, 0.0), (10.20, 0.001), (10.29, 0.0)]) > 0.25
+    assert abs(_unexplained([(10.30, 0.26)], [(10.29, 0.10)]) - 0.16) < 1e-9
+    # A thread stall at another time explains nothing.
+    assert _unexplained([(10.30, 0.26)], [(5.0, 0.3), (10.29, 0.0)]) > 0.25
 
 
 def test_reschedule_mode_watches_a_candidate_within_one_poke(
