@@ -82,7 +82,6 @@ class TLSStreamReader:
             raw.close()
             raise ValueError("the receive buffer must not be empty")
         self._handshake_done = False
-        self._closed = False
 
     # ------------------------------------------------------------------ socket-like surface
 
@@ -128,7 +127,6 @@ class TLSStreamReader:
 
     def close(self) -> None:
         """Close the socket (no ``close_notify``; see :meth:`unwrap`)."""
-        self._closed = True
         self._raw.close()
 
     # ------------------------------------------------------------------ I/O
